@@ -1,0 +1,125 @@
+"""PNG plots: training/validation loss against updates, and a metric against a swept value.
+
+    python -m experiments.plots loss RUN_DIR [--out loss.png]
+    python -m experiments.plots sweep SWEEP_DIR --param task.learned_prompt [--out sweep.png]
+
+`loss` reads the run's metrics.jsonl (written by the trainer: {"split", "update", "loss", ...});
+`sweep` reads every results.json below SWEEP_DIR and takes the swept value from its `overrides`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on clusters or CI
+import matplotlib.pyplot as plt  # noqa: E402
+
+from experiments.collect import find_results  # noqa: E402
+
+
+def read_metrics(run_dir: Path) -> dict[str, list[dict]]:
+    path = run_dir / "metrics.jsonl" if run_dir.is_dir() else run_dir
+    if not path.exists():
+        raise FileNotFoundError(f"no metrics.jsonl in {run_dir}")
+    by_split = defaultdict(list)
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{lineno}: not JSON ({exc})") from exc
+        by_split[record["split"]].append(record)
+    return by_split
+
+
+def plot_loss(run_dir: Path, out: Path, title: str | None = None) -> Path:
+    by_split = read_metrics(run_dir)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for split, style in (("train", "-"), ("valid", "o-")):
+        points = [(r["update"], r["loss"]) for r in by_split.get(split, []) if r.get("loss") is not None]
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, style, label=f"{split} loss", markersize=4)
+    ax.set_xlabel("updates")
+    ax.set_ylabel("loss (bits per token)")
+    ax.set_title(title or run_dir.name)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def swept_value(result: dict, param: str):
+    for override in result.get("overrides", []):
+        key, _, value = override.lstrip("+").partition("=")
+        if key == param:
+            try:
+                return float(value)
+            except ValueError:
+                return value
+    return None
+
+
+def plot_sweep(sweep_dir: Path, param: str, out: Path, paper: dict | None = None) -> Path:
+    results = find_results([sweep_dir])
+    points = defaultdict(list)
+    metric = None
+    for r in results:
+        value = swept_value(r, param)
+        if value is None:
+            continue
+        metric = r["primary_metric"]
+        points[value].append(r["metrics"][metric])
+    if not points:
+        raise ValueError(f"no results.json under {sweep_dir} has an override for {param!r}")
+    xs = sorted(points, key=lambda v: (isinstance(v, str), v))
+    means = [statistics.fmean(points[x]) for x in xs]
+    stds = [statistics.stdev(points[x]) if len(points[x]) > 1 else 0.0 for x in xs]
+    labels = [str(x) for x in xs]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.errorbar(range(len(xs)), means, yerr=stds, fmt="o-", capsize=3, label="ours (mean ± std over seeds)")
+    if paper:
+        ys = [paper.get(str(x)) for x in xs]
+        if any(y is not None for y in ys):
+            ax.plot(range(len(xs)), ys, "s--", label="paper")
+    ax.set_xticks(range(len(xs)), labels)
+    ax.set_xlabel(param)
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="kind", required=True)
+    loss = sub.add_parser("loss")
+    loss.add_argument("run_dir", type=Path)
+    loss.add_argument("--out", type=Path, default=Path("loss.png"))
+    sweep = sub.add_parser("sweep")
+    sweep.add_argument("sweep_dir", type=Path)
+    sweep.add_argument("--param", required=True)
+    sweep.add_argument("--out", type=Path, default=Path("sweep.png"))
+    args = parser.parse_args(argv)
+    if args.kind == "loss":
+        print(plot_loss(args.run_dir, args.out))
+    else:
+        print(plot_sweep(args.sweep_dir, args.param, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
