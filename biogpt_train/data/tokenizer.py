@@ -1,0 +1,255 @@
+"""BioGPT text <-> ids: Moses (sacremoses, en) + fastBPE + fairseq Dictionary (reference §3.1–§3.3).
+
+encode:  text -> MosesTokenizer('en').tokenize(aggressive_dash_splits, escape) -> fastBPE ("@@ " pieces)
+         -> dictionary ids (no leading </s>, no trailing eos; the model/dataset adds those).
+decode:  ids -> symbols (bos/pad/eos dropped) -> remove "@@ " -> MosesDetokenizer('en').
+
+The ids equal transformers.BioGptTokenizer's for vocab.json/merges.txt derived from the same files
+(``write_hf_vocab``, reference §2.4); tests/test_tokenizer.py checks this on every text in ../shared/data.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple, Union
+
+from biogpt_train.data.dictionary import Dictionary
+from biogpt_train.utils import atomic_write
+
+PathLike = Union[str, os.PathLike]
+
+SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
+
+
+def read_bpecodes(path: PathLike) -> List[Tuple[str, str, int]]:
+    """Parse and validate a fastBPE codes file: one ``left right count`` per line, in merge-rank order.
+
+    fastBPE's C++ loader exits the interpreter on a missing file and segfaults on a malformed line, so every
+    file is checked here first and a bad one raises with the file and line number.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"BPE codes file not found: {path}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not valid UTF-8 ({e}); expected fastBPE codes") from e
+    merges = []
+    seen: Dict[Tuple[str, str], int] = {}
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the empty string after the final newline
+    for lineno, line in enumerate(lines, start=1):
+        parts = line.split(" ")
+        if len(parts) != 3 or not parts[0] or not parts[1] or not parts[2].isdigit():
+            raise ValueError(f"{path}:{lineno}: malformed BPE code {line!r}; expected '<left> <right> <count>'")
+        pair = (parts[0], parts[1])
+        if pair in seen:
+            raise ValueError(f"{path}:{lineno}: duplicate BPE merge {pair} (first on line {seen[pair]})")
+        seen[pair] = lineno
+        merges.append((parts[0], parts[1], int(parts[2])))
+    if not merges:
+        raise ValueError(f"{path}: empty BPE codes file")
+    return merges
+
+
+def hf_vocab(dictionary: Dictionary) -> Dict[str, int]:
+    """fairseq dict -> HF BioGptTokenizer vocab (the converter's ``rewrite_dict_keys``; reference §2.4).
+
+    ``piece@@`` (non-final BPE piece) -> ``piece``; any other symbol -> ``symbol</w>``; the four specials keep
+    their names. Ids are unchanged.
+    """
+    vocab: Dict[str, int] = {}
+    for idx, sym in enumerate(dictionary.symbols):
+        if idx < 4 and sym in SPECIALS:
+            key = sym
+        elif sym.endswith("@@"):
+            key = sym[:-2]
+        else:
+            key = sym + "</w>"
+        if key in vocab:
+            # The HF converter would silently keep the later id; refuse instead (ids would diverge).
+            raise ValueError(
+                f"dictionary symbols {dictionary.symbols[vocab[key]]!r} (id {vocab[key]}) and {sym!r} (id {idx}) "
+                f"both map to HF vocab key {key!r}"
+            )
+        vocab[key] = idx
+    return vocab
+
+
+def write_hf_vocab(dictionary: Union[Dictionary, PathLike], bpecodes: PathLike, out_dir: PathLike) -> Tuple[Path, Path]:
+    """Write ``vocab.json`` and ``merges.txt`` for transformers.BioGptTokenizer into ``out_dir`` (atomic).
+
+    ``merges.txt`` is the codes file byte for byte (HF reads the first two fields of each line, the line order is
+    the rank). It must end with a newline: HF drops the text after the last "\\n".
+    """
+    if not isinstance(dictionary, Dictionary):
+        dictionary = Dictionary.load(dictionary)
+    read_bpecodes(bpecodes)  # validate
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vocab_path, merges_path = out_dir / "vocab.json", out_dir / "merges.txt"
+    atomic_write(vocab_path, json.dumps(hf_vocab(dictionary), ensure_ascii=False, indent=2) + "\n")
+    codes = Path(bpecodes).read_bytes()
+    if not codes.endswith(b"\n"):
+        codes += b"\n"
+    atomic_write(merges_path, codes)
+    return vocab_path, merges_path
+
+
+class Tokenizer:
+    """Moses + fastBPE + Dictionary. Build with ``Tokenizer.from_files(dict_txt, bpecodes)``.
+
+    Picklable (re-creates the fastBPE and sacremoses objects), so it can go to DataLoader / pool workers.
+    """
+
+    # Words whose BPE is memoised by encode_batch / bpe_encode_batch before the memo is cleared.
+    WORD_CACHE_SIZE = 1 << 20
+
+    def __init__(self, dictionary: Dictionary, bpecodes: PathLike, lang: str = "en"):
+        self.dictionary = dictionary
+        self.bpecodes = Path(bpecodes)
+        self.lang = lang
+        read_bpecodes(self.bpecodes)  # fastBPE would exit/segfault on a bad file
+        self._init_backends()
+
+    @classmethod
+    def from_files(cls, dict_txt: PathLike, bpecodes: PathLike, lang: str = "en") -> "Tokenizer":
+        return cls(Dictionary.load(dict_txt), bpecodes, lang=lang)
+
+    def _init_backends(self) -> None:
+        import fastBPE
+        from sacremoses import MosesDetokenizer
+
+        # Built once: sacremoses compiles its regexes and loads non-breaking prefixes per object.
+        self._moses = _moses_tokenizer(self.lang)
+        self._detok = MosesDetokenizer(lang=self.lang)
+        self._bpe = _quiet_fastbpe(fastBPE, str(self.bpecodes))
+        self._word_bpe: Dict[str, str] = {}
+
+    def __getstate__(self):
+        return {"dictionary": self.dictionary, "bpecodes": self.bpecodes, "lang": self.lang}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._init_backends()
+
+    # ---- text -> ids ---------------------------------------------------------------------------------------
+    def tokenize(self, text: str) -> str:
+        """Moses-tokenised text, tokens joined by single spaces (``tokenizer.perl -l en -a``, escaping on)."""
+        return self._moses.tokenize(text, aggressive_dash_splits=True, return_str=True, escape=True)
+
+    def apply_bpe(self, lines: Sequence[str]) -> List[str]:
+        """fastBPE over already-tokenised lines (one C++ call for the whole list); pieces joined with "@@ "."""
+        if isinstance(lines, str):
+            raise TypeError("apply_bpe takes a list of lines; wrap a single line as [line]")
+        return self._bpe.apply(list(lines))
+
+    def bpe_encode(self, text: str) -> str:
+        """Raw text -> the BPE'd line fairseq-preprocess would read (``*.tok.bpe``)."""
+        return self.bpe_encode_batch([text])[0]
+
+    def bpe_encode_batch(self, texts: Sequence[str]) -> List[str]:
+        """Like ``[bpe_encode(t) for t in texts]``, faster.
+
+        Moses runs once per text: its rules look at neighbouring tokens and at the end of the text, so neither
+        splitting nor joining texts is safe, and whole texts rarely repeat. BPE then goes through
+        ``bpe_tokenized`` (memoised per Moses token).
+        """
+        return self.bpe_tokenized([self.tokenize(t) for t in texts])
+
+    def bpe_tokenized(self, lines: Sequence[str]) -> List[str]:
+        """BPE for already Moses-tokenised lines; same output as ``apply_bpe``, memoised per token.
+
+        fastBPE segments every space-separated token independently, so a token's pieces can be cached; the
+        batch's unseen tokens go to fastBPE in one C++ call (biomedical text is Zipfian: most tokens of a batch
+        were seen before).
+        """
+        token_lists = [[w for w in line.split(" ") if w] for line in lines]  # fastBPE splits on " " only
+        memo = self._word_bpe
+        needed = {w for words in token_lists for w in words}
+        missing = [w for w in needed if w not in memo]
+        if len(memo) + len(missing) > self.WORD_CACHE_SIZE:
+            memo.clear()  # bounded memory; the batch's own tokens are recomputed below
+            missing = list(needed)
+        if missing:
+            memo.update(zip(missing, self._bpe.apply(missing)))
+        return [" ".join([memo[w] for w in words]) for words in token_lists]
+
+    def encode_tokenized(self, lines: Sequence[str]) -> List[List[int]]:
+        """Ids for already Moses-tokenised lines (e.g. ``*.tok`` files)."""
+        return [self._ids(line) for line in self.bpe_tokenized(lines)]
+
+    def _ids(self, bpe_line: str) -> List[int]:
+        get, unk = self.dictionary.indices.get, self.dictionary.unk_index
+        return [get(w, unk) for w in bpe_line.split()]
+
+    def encode(self, text: str) -> List[int]:
+        return self._ids(self.bpe_encode_batch([text])[0])
+
+    def encode_batch(self, texts: Sequence[str]) -> List[List[int]]:
+        return self.encode_tokenized([self.tokenize(t) for t in texts])
+
+    # ---- ids -> text ---------------------------------------------------------------------------------------
+    def detokenize_bpe(self, bpe_text: str) -> str:
+        """A BPE'd (or generated) line -> plain text: ``sed 's/@@ //g'`` then the Moses detokenizer."""
+        text = (bpe_text + " ").replace("@@ ", "").rstrip()
+        return self._detok.detokenize(text.split())
+
+    def decode(self, ids) -> str:
+        # Dictionary.string drops bos/pad/eos; <unk> stays visible as "<unk>" (as fairseq's hub decode).
+        return self.detokenize_bpe(self.dictionary.string(ids))
+
+    def __len__(self) -> int:
+        return len(self.dictionary)
+
+
+@functools.lru_cache(maxsize=None)
+def _moses_class():
+    """sacremoses' MosesTokenizer with its two character-class tests precomputed.
+
+    sacremoses rebuilds ``set(IsLower)`` / ``set(IsAlpha)`` (thousands of characters) on every call, about 40%
+    of tokenisation time on PubMed abstracts. The overrides compute the same predicates from frozen sets, so
+    the output is unchanged (tests/test_tokenizer.py compares with BioGptTokenizer, which uses the stock class).
+    """
+    from sacremoses import MosesTokenizer
+
+    class FastMosesTokenizer(MosesTokenizer):
+        _LOWER = frozenset(MosesTokenizer.IsLower)
+        _ALPHA = frozenset(MosesTokenizer.IsAlpha)
+
+        def islower(self, text):  # stock: not set(text).difference(set(self.IsLower))
+            return self._LOWER.issuperset(text)
+
+        def isanyalpha(self, text):  # stock: any(set(text).intersection(set(self.IsAlpha)))
+            return not self._ALPHA.isdisjoint(text)
+
+    return FastMosesTokenizer
+
+
+def _moses_tokenizer(lang: str):
+    return _moses_class()(lang=lang)
+
+
+def _quiet_fastbpe(fastBPE_module, codes_path: str):
+    """Construct fastBPE without its two "Loading codes ..." lines (C++ writes them to fd 2 on every rank)."""
+    import sys
+
+    try:
+        sys.stderr.flush()
+    except (AttributeError, OSError, ValueError):
+        pass
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 (embedded interpreters): just let it print
+        return fastBPE_module.fastBPE(codes_path)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            return fastBPE_module.fastBPE(codes_path)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
