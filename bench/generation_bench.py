@@ -1,0 +1,121 @@
+"""Decoding throughput: our generator vs transformers' ``generate`` on the same weights, same process.
+
+Greedy and beam 5, batch 1 and 8. Every sentence gets a random 16-token prefix (forced: [</s>] + prefix is the
+input for both) and exactly ``new`` generated tokens (min length = max length, so neither stops early); tokens/s
+counts generated tokens per sentence (a beam hypothesis counts once). The two implementations alternate run by run
+after a warmup, so machine load affects both alike; the median is reported.
+
+    python -m bench --only generation_bench [--quick]      or      python -m bench.generation_bench [--quick]
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+
+import torch
+
+from biogpt_train.generation.generator import generate
+from biogpt_train.model.presets import PRESETS
+from biogpt_train.model.transformer_lm import ModelConfig, TransformerLM
+
+EOS, PAD = 2, 1
+PREFIX = 16
+# (name, config, new tokens, timed runs per implementation)
+TINY = ("tiny (2L d128 V8k)", ModelConfig(vocab_size=8192, embed_dim=128, layers=2, heads=4, ffn_dim=512,
+                                           max_positions=512, dropout=0.0, attention_dropout=0.0), 32, 3)
+SMALL = ("small (6L d512 V42k)", PRESETS["small"], 64, 3)
+
+
+def _hf_copy(model: TransformerLM):
+    """BioGptForCausalLM with the same weights (fairseq decoder.* -> biogpt.*, reference §2.2)."""
+    import transformers
+
+    c = model.cfg
+    hf = transformers.BioGptForCausalLM(transformers.BioGptConfig(
+        vocab_size=c.vocab_size, hidden_size=c.embed_dim, num_hidden_layers=c.layers, num_attention_heads=c.heads,
+        intermediate_size=c.ffn_dim, max_position_embeddings=c.max_positions, hidden_act="gelu",
+        scale_embedding=True, pad_token_id=PAD, bos_token_id=0, eos_token_id=EOS, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0, activation_dropout=0.0, layerdrop=0.0,
+    ))
+    sd = {("output_projection.weight" if k == "decoder.output_projection.weight" else "biogpt." + k[8:]): v
+          for k, v in model.state_dict().items() if k != "decoder.version"}
+    hf.load_state_dict(sd, strict=True)
+    return hf.to(next(model.parameters()).device).eval()
+
+
+def _runners(model, hf, prefixes, beam, new):
+    device = next(model.parameters()).device
+    inputs = torch.tensor([[EOS] + p for p in prefixes], device=device)
+    limit = PREFIX + new
+
+    def ours():
+        out = generate(model, prefixes, beam=beam, max_len_b=limit, min_len=limit)
+        assert all(len(h) == limit for h in out)
+
+    def theirs():
+        extra = {"early_stopping": True} if beam > 1 else {}  # fairseq's stop rule
+        out = hf.generate(inputs, num_beams=beam, do_sample=False, max_new_tokens=new, min_new_tokens=new,
+                          eos_token_id=EOS, pad_token_id=PAD, suppress_tokens=[PAD], **extra)
+        assert out.shape[1] == 1 + limit
+
+    return {"ours": ours, "hf": theirs}
+
+
+def bench(name, cfg, new, reps, device) -> list[str]:
+    torch.manual_seed(0)
+    model = TransformerLM(cfg).to(device).eval()
+    hf = _hf_copy(model)
+    rows = []
+    for beam in (1, 5):
+        for batch in (1, 8):
+            prefixes = torch.randint(4, cfg.vocab_size, (batch, PREFIX)).tolist()
+            runners = _runners(model, hf, prefixes, beam, new)
+            times = {k: [] for k in runners}
+            for i in range(1 + reps):  # the first round is warmup
+                for key, fn in runners.items():
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+                    t = time.perf_counter()
+                    fn()
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+                    if i:
+                        times[key].append(time.perf_counter() - t)
+            tok_s = {k: batch * new / statistics.median(v) for k, v in times.items()}
+            rows.append(f"| {name} | {'greedy' if beam == 1 else f'beam {beam}'} | {batch} | {tok_s['ours']:,.0f} "
+                        f"| {tok_s['hf']:,.0f} | {tok_s['ours'] / tok_s['hf']:.2f} |")
+            print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+def run(quick: bool = False) -> str:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        # one decoding step is many tiny ops: on a shared CPU, intra-op threads mostly add contention
+        torch.set_num_threads(1)
+    rows = []
+    try:
+        for name, cfg, new, reps in [TINY] + ([] if quick else [SMALL]):
+            rows += bench(name, cfg, new, reps, device)
+    finally:
+        torch.set_num_threads(threads)
+    where = torch.cuda.get_device_name() if device.type == "cuda" else "CPU, 1 thread"
+    return "\n".join([
+        "## decoding: tokens/s vs transformers generate",
+        "",
+        f"{where}, fp32, KV cache in both. Prefix {PREFIX} tokens (forced), then exactly the stated number of new "
+        f"tokens (tiny: {TINY[2]}, small: {SMALL[2]}); generated tokens per second, beam hypotheses counted once; "
+        "median of alternating runs after a warmup.",
+        "",
+        "| config | search | batch | ours tok/s | HF tok/s | ours / HF |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ])
+
+
+if __name__ == "__main__":
+    print(run(quick="--quick" in sys.argv[1:]))
