@@ -128,14 +128,9 @@ class MosesPretokenizer:
         self._init()
 
     def _init(self) -> None:
-        try:  # the tokenizer module's sped-up MosesTokenizer (same output as sacremoses')
-            from biogpt_train.data.tokenizer import _moses_tokenizer
+        from biogpt_train.data.tokenizer import moses_tokenizer  # sped-up, same output as sacremoses'
 
-            self._moses = _moses_tokenizer(self.lang)
-        except ImportError:
-            from sacremoses import MosesTokenizer
-
-            self._moses = MosesTokenizer(lang=self.lang)
+        self._moses = moses_tokenizer(self.lang)
 
     def tokenize(self, text: str) -> str:
         return self._moses.tokenize(text, aggressive_dash_splits=True, return_str=True, escape=True)
@@ -287,12 +282,9 @@ def bpe_token_counts(word_counts: Mapping[str, int], codes_path: Path, batch: in
     """Count BPE tokens over the corpus: segment each unique word once with fastBPE, weight by its count."""
     import fastBPE
 
-    try:  # the tokenizer module's constructor that silences fastBPE's "Loading codes" lines
-        from biogpt_train.data.tokenizer import _quiet_fastbpe
+    from biogpt_train.data.tokenizer import quiet_fastbpe  # silences fastBPE's "Loading codes" lines
 
-        bpe = _quiet_fastbpe(fastBPE, str(codes_path))
-    except ImportError:
-        bpe = fastBPE.fastBPE(str(codes_path))
+    bpe = quiet_fastbpe(fastBPE, str(codes_path))
     words = list(word_counts)
     counts: dict[str, int] = {}
     for start in range(0, len(words), batch):

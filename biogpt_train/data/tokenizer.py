@@ -125,9 +125,9 @@ class Tokenizer:
         from sacremoses import MosesDetokenizer
 
         # Built once: sacremoses compiles its regexes and loads non-breaking prefixes per object.
-        self._moses = _moses_tokenizer(self.lang)
+        self._moses = moses_tokenizer(self.lang)
         self._detok = MosesDetokenizer(lang=self.lang)
-        self._bpe = _quiet_fastbpe(fastBPE, str(self.bpecodes))
+        self._bpe = quiet_fastbpe(fastBPE, str(self.bpecodes))
         self._word_bpe: Dict[str, str] = {}
 
     def __getstate__(self):
@@ -230,11 +230,11 @@ def _moses_class():
     return FastMosesTokenizer
 
 
-def _moses_tokenizer(lang: str):
+def moses_tokenizer(lang: str):
     return _moses_class()(lang=lang)
 
 
-def _quiet_fastbpe(fastBPE_module, codes_path: str):
+def quiet_fastbpe(fastBPE_module, codes_path: str):
     """Construct fastBPE without its two "Loading codes ..." lines (C++ writes them to fd 2 on every rank)."""
     import sys
 
