@@ -323,9 +323,9 @@ def _decode(cfg, model, prefixes, dictionary) -> list[list[int]]:
 
 def _detokenize(bpe_line: str) -> str:
     """infer.sh: ``sed 's/@@ //g'`` then ``detokenizer.perl -l en`` (sacremoses), as Tokenizer.detokenize_bpe."""
-    from biogpt_train.generate import _plain_detokenize
+    from biogpt_train.generate import plain_detokenize
 
-    return _plain_detokenize(bpe_line)
+    return plain_detokenize(bpe_line)
 
 
 # --- gold ------------------------------------------------------------------------------------------------------

@@ -98,7 +98,7 @@ def _moses_detokenizer():
     return MosesDetokenizer(lang="en")
 
 
-def _plain_detokenize(bpe_line: str) -> str:
+def plain_detokenize(bpe_line: str) -> str:
     """``Tokenizer.detokenize_bpe`` without BPE codes (ids read from a binarised dataset need none): remove
     "@@ ", then the Moses detokenizer."""
     return _moses_detokenizer().detokenize((bpe_line + " ").replace("@@ ", "").rstrip().split())
@@ -153,7 +153,7 @@ def decode_sources(model, dictionary, sources: Sequence[Sequence[int]], *, promp
     prefixes = build_prefixes(sources, prompt, dictionary, max_source_positions)
     hyps = decode_prefixes(model, prefixes, batch_size=batch_size, log_every=50,
                            eos=dictionary.eos(), pad=dictionary.pad(), **gen_kwargs)
-    detok = tokenizer.detokenize_bpe if tokenizer is not None else _plain_detokenize
+    detok = tokenizer.detokenize_bpe if tokenizer is not None else plain_detokenize
     return [detok(dictionary.string(h)) for h in hyps]
 
 

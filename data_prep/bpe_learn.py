@@ -73,18 +73,22 @@ def std_hash(data: bytes) -> int:
     return _shift_mix(h)
 
 
+def _insert(order: list[int], runs: dict[int, list[str]], key: str, bucket: int) -> None:
+    """Record `key` in `bucket`, in insertion order (`_iterate` reads both lists backwards: front insertion)."""
+    run = runs.get(bucket)
+    if run is None:
+        runs[bucket] = [key]
+        order.append(bucket)
+    else:
+        run.append(key)
+
+
 def _table_order(items: list[tuple[str, int]], n_bkt: int) -> tuple[list[int], dict[int, list[str]]]:
     """Insert (key, hash) pairs into an empty table of `n_bkt` buckets; return (bucket order, bucket runs)."""
     order: list[int] = []
     runs: dict[int, list[str]] = {}
     for key, h in items:
-        b = h % n_bkt
-        run = runs.get(b)
-        if run is None:
-            runs[b] = [key]
-            order.append(b)
-        else:
-            run.append(key)
+        _insert(order, runs, key, h % n_bkt)
     return order, runs
 
 
@@ -106,13 +110,7 @@ def unordered_map_order(keys: Iterable[str]) -> list[str]:
             n_bkt = _BUCKET_CHAIN[chain_pos]
             chain_pos += 1
             order, runs = _table_order(_iterate(order, runs, hashes), n_bkt)
-        b = h % n_bkt
-        run = runs.get(b)
-        if run is None:
-            runs[b] = [key]
-            order.append(b)
-        else:
-            run.append(key)
+        _insert(order, runs, key, h % n_bkt)
         size += 1
     return [k for k, _ in _iterate(order, runs, hashes)]
 

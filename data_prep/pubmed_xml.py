@@ -59,7 +59,9 @@ class Malformed:
 
 Record = Union[Article, Deletion, Malformed]
 
-ARTICLE_TAGS = ("PubmedArticle", "PubmedBookArticle")
+# article tag -> the child that holds its PMID, title and abstract
+_ARTICLE_BODY = {"PubmedArticle": "MedlineCitation", "PubmedBookArticle": "BookDocument"}
+ARTICLE_TAGS = tuple(_ARTICLE_BODY)
 
 
 def open_binary(path: Path) -> BinaryIO:
@@ -111,25 +113,22 @@ def date_of(elem: ET.Element | None) -> str | None:
 
 
 def parse_article(elem: ET.Element, record: int, labels: bool = True) -> Article | Malformed:
+    body_tag = _ARTICLE_BODY[elem.tag]
+    body = elem.find(body_tag)
+    if body is None:
+        return Malformed(record, f"{elem.tag} without {body_tag}")
+    pmid_el = body.find("PMID")
     if elem.tag == "PubmedBookArticle":
-        doc = elem.find("BookDocument")
-        if doc is None:
-            return Malformed(record, "PubmedBookArticle without BookDocument")
-        pmid_el = doc.find("PMID")
-        title_el = doc.find("ArticleTitle")
+        title_el = body.find("ArticleTitle")
         if title_el is None:
-            title_el = doc.find("Book/BookTitle")
-        abstract_el, revised = doc.find("Abstract"), None
+            title_el = body.find("Book/BookTitle")
+        abstract_el, revised = body.find("Abstract"), None
     else:
-        cit = elem.find("MedlineCitation")
-        if cit is None:
-            return Malformed(record, "PubmedArticle without MedlineCitation")
-        pmid_el = cit.find("PMID")
-        art = cit.find("Article")
+        art = body.find("Article")
         if art is None:
             return Malformed(record, f"no Article element (PMID {pmid_el.text if pmid_el is not None else '?'})")
         title_el, abstract_el = art.find("ArticleTitle"), art.find("Abstract")
-        revised = date_of(cit.find("DateRevised"))
+        revised = date_of(body.find("DateRevised"))
     pmid = parse_pmid(pmid_el)
     if pmid is None:
         raw = None if pmid_el is None else pmid_el.text

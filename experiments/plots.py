@@ -40,6 +40,17 @@ def read_metrics(run_dir: Path) -> dict[str, list[dict]]:
     return by_split
 
 
+def save_figure(fig, ax, out: Path) -> Path:
+    """The finish every plot here shares: light grid, legend, PNG at 120 dpi; then the figure is closed (pyplot
+    keeps every open figure alive until then)."""
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
 def plot_loss(run_dir: Path, out: Path, title: str | None = None) -> Path:
     by_split = read_metrics(run_dir)
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -51,12 +62,7 @@ def plot_loss(run_dir: Path, out: Path, title: str | None = None) -> Path:
     ax.set_xlabel("updates")
     ax.set_ylabel("loss (bits per token)")
     ax.set_title(title or run_dir.name)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, ax, out)
 
 
 def swept_value(result: dict, param: str):
@@ -95,12 +101,7 @@ def plot_sweep(sweep_dir: Path, param: str, out: Path, paper: dict | None = None
     ax.set_xticks(range(len(xs)), labels)
     ax.set_xlabel(param)
     ax.set_ylabel(metric)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, ax, out)
 
 
 def main(argv=None) -> int:

@@ -28,3 +28,14 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def biogpt_tokenizer_files():
     return require_shared("tokenizer", "BioGPT", "dict.txt"), require_shared("tokenizer", "BioGPT", "bpecodes")
+
+
+@pytest.fixture
+def single_torch_thread():
+    """Tiny models on a few shared CPU cores: intra-op threads only add contention (often ~10x slower)."""
+    import torch  # here, not at the top: most test modules never need it
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

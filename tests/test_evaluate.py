@@ -21,18 +21,12 @@ from biogpt_train import evaluate
 from biogpt_train.config import compose
 from biogpt_train.tasks.registry import TASKS, GoldRule, get_task
 from tests.conftest import REPO, require_shared
+from tests.helpers import EOS, PAD, tiny_lm, write_dict
 
-EOS, PAD = 2, 1
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
 WORDS = ["the", "answer", "to", "question", "given", "context", "is", "yes", "no", "maybe", "hel@@", "lo", "(",
          ")", "world", ",", "&apos;s", "...", "a", "b", "c", "d", "e", "f"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -43,8 +37,7 @@ def write_prepared(out: Path, split_lines: dict, raw_dir: Path | None = None, se
     from biogpt_train.data.indexed_dataset import write_dataset
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "dict.txt").write_text("".join(f"{w} {100 - i}\n" for i, w in enumerate(WORDS)), encoding="utf-8")
-    d = Dictionary.load(out / "dict.txt")
+    d = Dictionary.load(write_dict(out / "dict.txt", WORDS))
     for split, rows in split_lines.items():
         (out / f"{split}.pmid").write_text("".join(f"{p}\n" for p, _, _ in rows), encoding="utf-8")
         (out / f"{split}.x").write_text("".join(f"{x}\n" for _, x, _ in rows), encoding="utf-8")
@@ -73,19 +66,11 @@ def save_model(run_dir: Path, n_prompt: int, max_positions: int = 24, seed: int 
     """A tiny random model whose hypotheses end at different lengths (random final LayerNorm, </s> bias)."""
     from biogpt_train.checkpoints import save_native
     from biogpt_train.data.dictionary import Dictionary
-    from biogpt_train.model.transformer_lm import ModelConfig, TransformerLM
 
     d = Dictionary()
     for w in WORDS + [f"learned{k}" for k in range(1, n_prompt + 1)]:
         d.add_symbol(w)
-    torch.manual_seed(seed)
-    model = TransformerLM(ModelConfig(vocab_size=len(d), embed_dim=32, layers=2, heads=4, ffn_dim=64,
-                                      max_positions=max_positions, dropout=0.0, attention_dropout=0.0)).eval()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        model.decoder.layer_norm.weight.copy_(torch.randn(32, generator=g))
-        e = model.decoder.embed_tokens.weight[EOS]
-        model.decoder.layer_norm.bias += 3.0 * e / e.dot(e)
+    model = tiny_lm(len(d), max_positions=max_positions, seed=seed, eos_boost=3.0)
     path = run_dir / "checkpoints" / name
     path.parent.mkdir(parents=True, exist_ok=True)
     save_native(path, model, d)

@@ -11,32 +11,15 @@ import pytest
 import torch
 
 from biogpt_train.generation.generator import Hypothesis, generate, generate_nbest
-from biogpt_train.model.transformer_lm import ModelConfig, TransformerLM
+from tests.helpers import EOS, PAD, tiny_lm, write_dict
 
-EOS, PAD = 2, 1
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
 PREFIXES = [[5, 6, 7], [], [8], [9, 10, 11, 12, 13, 14, 15], [16, 17]]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny ops on 2 shared cores: intra-op threads only add contention (~10x slower)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_model(seed=1, eos_boost=1.0, vocab=48, max_positions=128):
-    torch.manual_seed(seed)
-    cfg = ModelConfig(vocab_size=vocab, embed_dim=32, layers=2, heads=4, ffn_dim=64, max_positions=max_positions,
-                      dropout=0.0, attention_dropout=0.0)
-    model = TransformerLM(cfg).double().eval()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        model.decoder.layer_norm.weight.copy_(torch.randn(cfg.embed_dim, generator=g, dtype=torch.float64))
-        e = model.decoder.embed_tokens.weight[EOS]
-        model.decoder.layer_norm.bias += eos_boost * e / e.dot(e)  # raises the </s> logit by eos_boost
-    return model
+    return tiny_lm(vocab, max_positions=max_positions, seed=seed, eos_boost=eos_boost, dtype=torch.float64)
 
 
 @pytest.fixture(scope="module")
@@ -322,7 +305,7 @@ def task_files(tmp_path):
     from biogpt_train.checkpoints import save_native
     from biogpt_train.data.dictionary import Dictionary
 
-    (tmp_path / "dict.txt").write_text("".join(f"{w} {100 - i}\n" for i, w in enumerate(WORDS)), encoding="utf-8")
+    write_dict(tmp_path / "dict.txt", WORDS)
     (tmp_path / "bpecodes").write_text("c e 50\nce l 40\ncel l 30\nt h 20\nth e</w> 10\n", encoding="utf-8")
     dictionary = Dictionary.load(tmp_path / "dict.txt")
     base = len(dictionary)

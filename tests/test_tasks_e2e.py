@@ -15,25 +15,15 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from omegaconf import OmegaConf
 
 from tests.conftest import REPO, require_shared
 
-pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
+pytestmark = [pytest.mark.shared_data, pytest.mark.slow, pytest.mark.usefixtures("single_torch_thread")]
 
 TASK_NAMES = ("bc5cdr", "kd_dti", "ddi", "pubmedqa", "hoc")
 REQUIRED_KEYS = {"task", "model", "group", "seed", "split", "metrics", "primary_metric", "units", "baseline",
                  "overrides", "checkpoint", "data", "gold", "predictions", "config"}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny models on a shared, busy CPU: intra-op threads only contend
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # --------------------------------------------------------------------------------------------- raw subsets

@@ -49,31 +49,12 @@ class Hypothesis(NamedTuple):
     score: float  # sum of log-probs (prefix, generated tokens and </s>) / (len(tokens) + 1) ** lenpen
 
 
-def generate(
-    model,
-    prefixes: Sequence[Sequence[int]],
-    *,
-    beam: int = 1,
-    max_len_b: int = 1024,
-    min_len: int = 1,
-    lenpen: float = 1.0,
-    no_repeat_ngram_size: int = 0,
-    sampling: bool = False,
-    temperature: float = 1.0,
-    topk: int = 0,
-    topp: float = 0.0,
-    max_positions: int = 1024,
-    seed: Optional[int] = None,
-    eos: int = 2,
-    pad: int = 1,
-) -> List[List[int]]:
-    """Decode one hypothesis per prefix: ``prefix ⧺ generated`` (no leading/trailing ``</s>``), best beam first."""
-    nbest = generate_nbest(
-        model, prefixes, beam=beam, max_len_b=max_len_b, min_len=min_len, lenpen=lenpen,
-        no_repeat_ngram_size=no_repeat_ngram_size, sampling=sampling, temperature=temperature, topk=topk,
-        topp=topp, max_positions=max_positions, seed=seed, eos=eos, pad=pad,
-    )
-    return [hyps[0].tokens for hyps in nbest]
+def generate(model, prefixes: Sequence[Sequence[int]], **options) -> List[List[int]]:
+    """Decode one hypothesis per prefix: ``prefix ⧺ generated`` (no leading/trailing ``</s>``), best beam first.
+
+    ``options`` are ``generate_nbest``'s (beam, max_len_b, min_len, lenpen, sampling, ...); they are listed once,
+    there, so the two entry points cannot drift apart."""
+    return [hyps[0].tokens for hyps in generate_nbest(model, prefixes, **options)]
 
 
 def generate_nbest(

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data_prep.tasks.common import (DataError, Example, Split, check_one_line, choose_split_files, copy_file,
-                                    field_of, is_inputs_file, join_relations, join_title_abstract, merge_options,
+from data_prep.tasks.common import (DataError, Split, check_choice, choose_split_files, copy_file, field_of,
+                                    join_relations, join_title_abstract, load_json_split, merge_options,
                                     read_json_records, write_task)
 
 TASK = "bc5cdr"
@@ -58,31 +58,23 @@ def target_text(relations: list, id2chem: dict, id2dis: dict, template: str, pat
 
 
 def load_split(path: Path, split: str, template: str) -> Split:
-    records = read_json_records(path)
-    labelled = not is_inputs_file(path)
-    examples, dropped = [], 0
-    for pmid, rec in records.items():
-        source = source_text(field_of(rec, "title", path, pmid), field_of(rec, "abstract", path, pmid))
-        check_one_line(source, "source", path, pmid)
-        target = None
-        if labelled:
-            relations = field_of(rec, "relations", path, pmid, list, nullable=True)
-            if not relations:  # None or []: rebuild_data.py skips such documents
-                dropped += 1
-                continue
-            id2chem = longest_mention_per_id(field_of(rec, "chemical2id", path, pmid, dict))
-            id2dis = longest_mention_per_id(field_of(rec, "disease2id", path, pmid, dict))
-            target = check_one_line(target_text(relations, id2chem, id2dis, template, path, pmid),
-                                    "target", path, pmid)
-        examples.append(Example(str(pmid), source, target))
-    notes = [f"{dropped} documents without relations dropped"] if dropped else []
-    return Split(split, examples, path.name, labelled, dropped, notes)
+    def source_of(rec: dict, pmid: str) -> str:
+        return source_text(field_of(rec, "title", path, pmid), field_of(rec, "abstract", path, pmid))
+
+    def target_of(rec: dict, pmid: str, source: str) -> str | None:
+        relations = field_of(rec, "relations", path, pmid, list, nullable=True)
+        if not relations:  # None or []: rebuild_data.py skips such documents
+            return None
+        id2chem = longest_mention_per_id(field_of(rec, "chemical2id", path, pmid, dict))
+        id2dis = longest_mention_per_id(field_of(rec, "disease2id", path, pmid, dict))
+        return target_text(relations, id2chem, id2dis, template, path, pmid)
+
+    return load_json_split(path, split, source_of, target_of, "relations")
 
 
 def build_splits(raw_dir: Path, options: dict | None = None) -> dict[str, Split]:
     opts = merge_options(TASK, DEFAULTS, options)
-    if opts["template"] not in TEMPLATES:
-        raise DataError(f"{TASK}: template must be one of {sorted(TEMPLATES)}, got {opts['template']!r}")
+    check_choice(TASK, "template", opts["template"], sorted(TEMPLATES))
     files = choose_split_files(Path(raw_dir), opts["files"], TASK)
     return {split: load_split(path, split, opts["template"]) for split, path in files.items()}
 

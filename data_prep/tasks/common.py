@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple, Optional
+from typing import Any, Callable, Iterable, NamedTuple, Optional
 
 from biogpt_train.utils import atomic_write
 
@@ -82,6 +82,12 @@ def is_inputs_file(path: Path) -> bool:
     return path.stem.endswith("inputs")
 
 
+def check_choice(task: str, option: str, value: Any, choices: Iterable) -> None:
+    """An option that takes one of a few fixed values: anything else is an error listing them."""
+    if value not in choices:
+        raise DataError(f"{task}: {option} must be one of {choices}, got {value!r}")
+
+
 # ------------------------------------------------------------------------------------------------ reading
 
 
@@ -108,12 +114,17 @@ def read_lines(path: Path) -> list[str]:
     return lines
 
 
-def read_json_records(path: Path) -> dict[str, dict]:
-    """A JSON object keyed by document id whose values are objects (every task's raw JSON layout)."""
+def read_json(path: Path) -> Any:
+    """The parsed JSON of a file; a syntax error names the file, line and column."""
     try:
-        data = json.loads(read_text(path))
+        return json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
+
+
+def read_json_records(path: Path) -> dict[str, dict]:
+    """A JSON object keyed by document id whose values are objects (every task's raw JSON layout)."""
+    data = read_json(path)
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object keyed by document id, got {type(data).__name__}")
     for key, value in data.items():
@@ -135,6 +146,31 @@ def field_of(record: dict, key: str, path: Path, record_id: str, kind: type = st
         raise DataError(f"{path}: record {record_id!r} field {key!r} is {type(value).__name__}, "
                         f"expected {kind.__name__}")
     return value
+
+
+def load_json_split(path: Path, split: str, source_of: Callable[[dict, str], str],
+                    target_of: Callable[[dict, str, str], Optional[str]], labels_name: str) -> Split:
+    """One example per record of a task's raw JSON file, in file order (BC5CDR, KD-DTI, DDI).
+
+    ``source_of(record, doc_id)`` gives the source line; in a labelled file ``target_of(record, doc_id, source)``
+    gives the target line, or None for a record without labels: BioGPT's rebuild_data.py scripts skip those,
+    so they are dropped and counted (``labels_name`` says what they lack, for the note). A ``*_inputs`` file
+    has no labels: no target is asked for.
+    """
+    labelled = not is_inputs_file(path)
+    examples, dropped = [], 0
+    for doc_id, rec in read_json_records(path).items():
+        source = check_one_line(source_of(rec, doc_id), "source", path, doc_id)
+        target = None
+        if labelled:
+            target = target_of(rec, doc_id, source)
+            if target is None:
+                dropped += 1
+                continue
+            check_one_line(target, "target", path, doc_id)
+        examples.append(Example(str(doc_id), source, target))
+    notes = [f"{dropped} documents without {labels_name} dropped"] if dropped else []
+    return Split(split, examples, path.name, labelled, dropped, notes)
 
 
 # ------------------------------------------------------------------------------------------------- text

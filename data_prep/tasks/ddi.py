@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data_prep.tasks.common import (DataError, Example, Split, check_one_line, choose_split_files, field_of,
-                                    is_inputs_file, merge_options, read_json_records, write_task)
-from data_prep.tasks.kd_dti import format_target, read_triples, sort_by_drug_position
+from data_prep.tasks import kd_dti
+from data_prep.tasks.common import (Split, check_choice, choose_split_files, field_of, join_relations,
+                                    load_json_split, merge_options, write_task)
 
 TASK = "ddi"
 DEFAULTS = {
@@ -27,32 +27,34 @@ FORMATS = ("rel-is", "are")
 SORT_ON = ("lowercased", "raw")
 
 
+def format_target(triples: list[dict], fmt: str) -> str:
+    if fmt == "are":  # DDI's unused alternative in rebuild_data.py; no scorer reads it, so it is kept here
+        return join_relations(f"{t['drug'].lower()} and {t['target'].lower()} are {t['interaction'].lower()}"
+                              for t in triples)
+    return kd_dti.format_target(triples, fmt)
+
+
 def load_split(path: Path, split: str, fmt: str, sort_on: str) -> Split:
-    records = read_json_records(path)
-    labelled = not is_inputs_file(path)
-    examples, dropped = [], 0
-    for doc_id, rec in records.items():
-        content = field_of(rec, "abstract", path, doc_id).strip().replace("\n", " ")
-        source = check_one_line(content.lower(), "source", path, doc_id)
-        target = None
-        if labelled:
-            triples = read_triples(rec, path, doc_id)
-            if not triples:
-                dropped += 1
-                continue
-            ordered = sort_by_drug_position(triples, source if sort_on == "lowercased" else content)
-            target = check_one_line(format_target(ordered, fmt), "target", path, doc_id)
-        examples.append(Example(str(doc_id), source, target))
-    notes = [f"{dropped} documents without triples dropped"] if dropped else []
-    return Split(split, examples, path.name, labelled, dropped, notes)
+    def content_of(rec: dict, doc_id: str) -> str:  # the abstract on one line, case kept
+        return field_of(rec, "abstract", path, doc_id).strip().replace("\n", " ")
+
+    def source_of(rec: dict, doc_id: str) -> str:
+        return content_of(rec, doc_id).lower()
+
+    def target_of(rec: dict, doc_id: str, source: str) -> str | None:
+        triples = kd_dti.read_triples(rec, path, doc_id)
+        if not triples:
+            return None
+        sort_text = source if sort_on == "lowercased" else content_of(rec, doc_id)
+        return format_target(kd_dti.sort_by_drug_position(triples, sort_text), fmt)
+
+    return load_json_split(path, split, source_of, target_of, "triples")
 
 
 def build_splits(raw_dir: Path, options: dict | None = None) -> dict[str, Split]:
     opts = merge_options(TASK, DEFAULTS, options)
-    if opts["target_format"] not in FORMATS:
-        raise DataError(f"{TASK}: target_format must be one of {FORMATS}, got {opts['target_format']!r}")
-    if opts["sort_on"] not in SORT_ON:
-        raise DataError(f"{TASK}: sort_on must be one of {SORT_ON}, got {opts['sort_on']!r}")
+    check_choice(TASK, "target_format", opts["target_format"], FORMATS)
+    check_choice(TASK, "sort_on", opts["sort_on"], SORT_ON)
     files = choose_split_files(Path(raw_dir), opts["files"], TASK)
     return {split: load_split(path, split, opts["target_format"], opts["sort_on"]) for split, path in files.items()}
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data_prep.tasks.common import (DataError, Example, Split, check_one_line, choose_split_files, field_of,
-                                    is_inputs_file, join_relations, join_title_abstract, merge_options,
-                                    read_json_records, write_task)
+# relation_to_verb is imported for callers of this module too: it is the svo rule of the KD-DTI targets.
+from biogpt_train.scoring.formats import relation_to_verb, render_target  # noqa: F401
+from data_prep.tasks.common import (DataError, Split, check_choice, choose_split_files, field_of,
+                                    join_title_abstract, load_json_split, merge_options, write_task)
 
 TASK = "kd_dti"
 DEFAULTS = {
@@ -21,63 +22,16 @@ DEFAULTS = {
     "target_format": "rel-is",  # rel-is | svo | is-of | htr
 }
 
-# rebuild_data.py's map_relation_to_verb: fixed phrases first, then suffix rules in this order.
-_VERB_SPECIAL = {
-    "product of": "is the product of",
-    "negative modulator": "negatively modulates",
-    "other/unknown": "randomly works with",
-    "other": "randomly works with",
-    "incorporation into and destabilization": "incorporates into and destabilizates",
-    "cross-linking/alkylation": "cross lines / alkylates",
-    "antibody": "is the antibody of",
-    "downregulator": "downregulates",
-    "desensitize the target": "desensitizes",
-    "protector": "protects",
-    "inhibitor": "inhibits",
-    "weak inhibitor": "weakly inhibits",
-    "blocker": "blocks",
-}
-
-
-def relation_to_verb(relation: str) -> str:
-    """The svo verb for a lowercased relation: inhibitor→inhibits, agonist→agonists, activator→activates."""
-    if relation in _VERB_SPECIAL:
-        return _VERB_SPECIAL[relation]
-    if relation.endswith("agonist") or relation.endswith("antagonist"):
-        return relation + "s"
-    if relation.endswith("or") or relation.endswith("er"):
-        return relation[:-2] + "es"
-    if relation.endswith("tion"):
-        return relation[:-3] + "es"
-    if relation.endswith("ing"):
-        return relation[:-3] + "s"
-    return relation + "s"
-
-
-def _phrase(fmt: str, drug: str, target: str, rel: str) -> str:
-    if fmt == "rel-is":
-        return f"the interaction between {drug} and {target} is {rel}"
-    if fmt == "svo":
-        return f"{drug} {relation_to_verb(rel)} {target}"
-    if fmt == "is-of":
-        return f"{drug} is the {rel} of {target}"
-    if fmt == "htr":
-        return f"<h> {drug} <t> {target} <r> {rel}"
-    if fmt == "are":  # DDI's unused alternative ("2type")
-        return f"{drug} and {target} are {rel}"
-    raise DataError(f"unknown target_format {fmt!r}")
-
-
 FORMATS = ("rel-is", "svo", "is-of", "htr")
 _DRUGBANK_ID = "DrugBank####"
 
 
 def format_target(triples: list[dict], fmt: str) -> str:
-    """The target line for already-sorted triples; every part is lowercased."""
-    phrases = [_phrase(fmt, t["drug"].lower(), t["target"].lower(), t["interaction"].lower()) for t in triples]
-    if fmt == "htr":  # space-separated, "." replaces the final space
-        return " ".join(phrases) + "."
-    return join_relations(phrases)
+    """The target line for already-sorted triples; every part is lowercased.
+
+    The templates live beside their parsers in biogpt_train.scoring.formats, so what we train on is what the
+    scorer reads back."""
+    return render_target([(t["drug"], t["target"], t["interaction"]) for t in triples], fmt)
 
 
 def read_triples(rec: dict, path: Path, doc_id: str) -> list[dict]:
@@ -97,34 +51,30 @@ def sort_by_drug_position(triples: list[dict], text: str) -> list[dict]:
 
 
 def load_split(path: Path, split: str, fmt: str) -> Split:
-    records = read_json_records(path)
-    labelled = not is_inputs_file(path)
-    examples, dropped, id_triples, n_triples = [], 0, 0, 0
-    for doc_id, rec in records.items():
+    kept_triples: list[dict] = []  # of the documents kept, for the DrugBank-id note
+
+    def source_of(rec: dict, doc_id: str) -> str:
         title = field_of(rec, "title", path, doc_id)
-        source = check_one_line(join_title_abstract(title, field_of(rec, "abstract", path, doc_id)).lower(),
-                                "source", path, doc_id)
-        target = None
-        if labelled:
-            triples = read_triples(rec, path, doc_id)
-            if not triples:
-                dropped += 1
-                continue
-            target = check_one_line(format_target(sort_by_drug_position(triples, source), fmt),
-                                    "target", path, doc_id)
-            n_triples += len(triples)
-            id_triples += sum(_DRUGBANK_ID in t["drug"] + t["target"] for t in triples)
-        examples.append(Example(str(doc_id), source, target))
-    notes = [f"{dropped} documents without triples dropped"] if dropped else []
+        return join_title_abstract(title, field_of(rec, "abstract", path, doc_id)).lower()
+
+    def target_of(rec: dict, doc_id: str, source: str) -> str | None:
+        triples = read_triples(rec, path, doc_id)
+        if not triples:
+            return None
+        kept_triples.extend(triples)
+        return format_target(sort_by_drug_position(triples, source), fmt)
+
+    loaded = load_json_split(path, split, source_of, target_of, "triples")
+    id_triples = sum(_DRUGBANK_ID in t["drug"] + t["target"] for t in kept_triples)
     if id_triples:  # kept as BioGPT does (lowercased); mapping them to names needs a DrugBank download
-        notes.append(f"{id_triples} of {n_triples} triples name a drug or target by DrugBank id ({_DRUGBANK_ID}...)")
-    return Split(split, examples, path.name, labelled, dropped, notes)
+        loaded.notes.append(f"{id_triples} of {len(kept_triples)} triples name a drug or target by DrugBank id "
+                            f"({_DRUGBANK_ID}...)")
+    return loaded
 
 
 def build_splits(raw_dir: Path, options: dict | None = None) -> dict[str, Split]:
     opts = merge_options(TASK, DEFAULTS, options)
-    if opts["target_format"] not in FORMATS:
-        raise DataError(f"{TASK}: target_format must be one of {FORMATS}, got {opts['target_format']!r}")
+    check_choice(TASK, "target_format", opts["target_format"], FORMATS)
     files = choose_split_files(Path(raw_dir), opts["files"], TASK)
     return {split: load_split(path, split, opts["target_format"]) for split, path in files.items()}
 

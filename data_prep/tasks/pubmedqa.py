@@ -13,14 +13,13 @@ file is absent but ``ori_pqal.json`` is present, the split is recomputed with th
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import re
 from pathlib import Path
 
-from data_prep.tasks.common import (DataError, Example, Split, check_one_line, field_of, merge_options,
-                                    read_json_records, read_text, write_task, SPLITS)
+from data_prep.tasks.common import (DataError, Example, Split, check_one_line, field_of, merge_options, read_json,
+                                    read_json_records, write_task, SPLITS)
 
 TASK = "pubmedqa"
 DEFAULTS = {
@@ -89,10 +88,7 @@ def official_split(ori: dict, fold: int, path: str = "ori_pqal.json") -> dict[st
 
 
 def read_ground_truth(path: Path) -> dict[str, str]:
-    try:
-        data = json.loads(read_text(path))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
+    data = read_json(path)
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
         raise DataError(f"{path}: expected {{pmid: label}} with string labels")
     return data
