@@ -1,0 +1,242 @@
+"""The BioGPT decoder: fairseq's `transformer_lm` with BioGPT's settings (reference §1).
+
+Pre-LN blocks, a final LayerNorm, token embeddings scaled by sqrt(d), learned positions offset by
+padding_idx + 1 = 2, exact (erf) GELU, separate q/k/v/out projections with biases, tied output projection.
+Parameter names are fairseq's `decoder.*`, so a released `checkpoint.pt` loads with `strict=True`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int
+    embed_dim: int
+    layers: int
+    heads: int
+    ffn_dim: int
+    max_positions: int
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    activation_dropout: float = 0.0
+    padding_idx: int = 1
+
+    def __post_init__(self):
+        if self.embed_dim % self.heads:
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by heads {self.heads}")
+
+
+def make_positions(tokens: torch.Tensor, padding_idx: int) -> torch.Tensor:
+    """fairseq `utils.make_positions`: real tokens get padding_idx+1, +2, ...; pads get padding_idx."""
+    mask = tokens.ne(padding_idx).long()
+    return torch.cumsum(mask, dim=1) * mask + padding_idx
+
+
+class KVCache:
+    """Keys and values of every layer for incremental decoding, preallocated to `max_len` positions."""
+
+    def __init__(self, layers, batch_size, heads, max_len, head_dim, device=None, dtype=None):
+        shape = (layers, batch_size, heads, max_len, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0  # number of positions already stored
+
+    @property
+    def max_len(self) -> int:
+        return self.k.size(3)
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        """Store k, v [B, H, t, hd] after the cached positions; return all keys and values so far."""
+        end = self.length + k.size(2)
+        self.k[layer, :, :, self.length:end] = k
+        self.v[layer, :, :, self.length:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def reorder(self, index: torch.Tensor):
+        """Keep/duplicate batch rows (beam search); `index` may change the batch size.
+
+        Only the `length` filled positions are gathered: copying the whole preallocated buffer at every beam
+        step would cost max_len/length times more memory traffic.
+        """
+        index = index.to(self.k.device)
+        filled = slice(0, self.length)
+        if index.numel() == self.k.size(1):
+            self.k[:, :, :, filled] = self.k[:, :, :, filled].index_select(1, index)
+            self.v[:, :, :, filled] = self.v[:, :, :, filled].index_select(1, index)
+            return
+        shape = list(self.k.shape)
+        shape[1] = index.numel()
+        k, v = self.k.new_zeros(shape), self.v.new_zeros(shape)
+        k[:, :, :, filled] = self.k[:, :, :, filled].index_select(1, index)
+        v[:, :, :, filled] = self.v[:, :, :, filled].index_select(1, index)
+        self.k, self.v = k, v
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.embed_dim
+        self.heads = cfg.heads
+        self.dropout = cfg.attention_dropout
+        self.q_proj = nn.Linear(d, d)
+        self.k_proj = nn.Linear(d, d)
+        self.v_proj = nn.Linear(d, d)
+        self.out_proj = nn.Linear(d, d)
+
+    def forward(self, x, attn_mask=None, is_causal=False, cache=None, layer=0):
+        B, T, d = x.shape
+        # [B, T, d] -> [B, H, T, hd]; SDPA scales q by hd^-0.5 as fairseq does
+        q, k, v = (p(x).view(B, T, self.heads, -1).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
+        if cache is not None:
+            k, v = cache.update(layer, k, v)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.out_proj(y.transpose(1, 2).reshape(B, T, d))
+
+
+class DecoderLayer(nn.Module):
+    """Pre-LN block: x + Drop(Attn(LN(x))), then h + Drop(fc2(ActDrop(GELU(fc1(LN(h))))))."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.self_attn = SelfAttention(cfg)
+        self.self_attn_layer_norm = nn.LayerNorm(cfg.embed_dim, eps=1e-5)
+        self.fc1 = nn.Linear(cfg.embed_dim, cfg.ffn_dim)
+        self.fc2 = nn.Linear(cfg.ffn_dim, cfg.embed_dim)
+        self.final_layer_norm = nn.LayerNorm(cfg.embed_dim, eps=1e-5)
+        self.dropout = cfg.dropout
+        self.activation_dropout = cfg.activation_dropout
+
+    def forward(self, x, attn_mask=None, is_causal=False, cache=None, layer=0):
+        h = self.self_attn(self.self_attn_layer_norm(x), attn_mask, is_causal, cache, layer)
+        x = x + F.dropout(h, self.dropout, self.training)
+        h = F.gelu(self.fc1(self.final_layer_norm(x)))  # exact erf GELU, fairseq's "gelu"
+        h = self.fc2(F.dropout(h, self.activation_dropout, self.training))
+        return x + F.dropout(h, self.dropout, self.training)
+
+
+class Decoder(nn.Module):
+    """fairseq `TransformerDecoder` without encoder attention; attribute names give the `decoder.*` keys."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.embed_dim
+        self.embed_scale = math.sqrt(d)
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, d, padding_idx=cfg.padding_idx)
+        # rows = max_positions + padding_idx + 1, because positions start at padding_idx + 1
+        self.embed_positions = nn.Embedding(cfg.max_positions + cfg.padding_idx + 1, d, padding_idx=cfg.padding_idx)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.layers))
+        self.layer_norm = nn.LayerNorm(d, eps=1e-5)
+        self.output_projection = nn.Linear(d, cfg.vocab_size, bias=False)
+        self.output_projection.weight = self.embed_tokens.weight  # tied: one Parameter
+        # fairseq keeps this buffer in every decoder state dict; having it makes strict loading work
+        self.register_buffer("version", torch.Tensor([3]))
+
+
+class TransformerLM(nn.Module):
+    """BioGPT language model: `model(tokens) -> logits`; parameters live under `model.decoder` (fairseq names)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = replace(cfg)  # own copy: resize_vocab updates it
+        self.decoder = Decoder(self.cfg)
+        self.reset_parameters()
+
+    # --- initialisation (reference §1.3) -----------------------------------------------------------------
+    def reset_parameters(self):
+        d, pad = self.cfg.embed_dim, self.cfg.padding_idx
+        for emb in (self.decoder.embed_tokens, self.decoder.embed_positions):
+            nn.init.normal_(emb.weight, mean=0.0, std=d**-0.5)
+            nn.init.zeros_(emb.weight[pad])
+        for layer in self.decoder.layers:
+            attn = layer.self_attn
+            for proj in (attn.q_proj, attn.k_proj, attn.v_proj):
+                nn.init.xavier_uniform_(proj.weight, gain=1 / math.sqrt(2))
+            nn.init.xavier_uniform_(attn.out_proj.weight)
+            nn.init.zeros_(attn.out_proj.bias)
+            # q/k/v biases, fc1, fc2 and LayerNorms keep PyTorch's default init, as in fairseq
+
+    # --- forward -----------------------------------------------------------------------------------------
+    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """tokens [B, T] -> logits [B, T, V]. With `cache`, tokens (no pads) are appended after cache.length."""
+        dec, pad = self.decoder, self.cfg.padding_idx
+        B, T = tokens.shape
+        end = T if cache is None else cache.length + T
+        if end > self.cfg.max_positions:  # checked on shapes, so no device sync
+            raise ValueError(f"{end} positions exceed max_positions={self.cfg.max_positions}")
+        attn_mask, is_causal = None, False
+        if cache is None:
+            positions = make_positions(tokens, pad)
+            key_pad = tokens.eq(pad)
+            if key_pad.any():  # like fairseq, build a padding mask only when there are pads
+                causal = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
+                # a query may always see itself, so a row whose keys are all pads gives no NaN;
+                # this only changes outputs at pad positions (which are ignored)
+                eye = torch.eye(T, dtype=torch.bool, device=tokens.device)
+                attn_mask = (causal & ~key_pad[:, None, None, :]) | eye  # [B, 1, T, T]
+            else:
+                is_causal = True
+        else:
+            start = cache.length
+            if start + T > cache.max_len:
+                raise ValueError(f"KV cache holds {cache.max_len} positions; cannot append {T} after {start}")
+            positions = torch.arange(start, start + T, device=tokens.device).expand(B, T) + pad + 1
+            if T > 1:  # new queries see every cached key plus the causal part of the new block
+                attn_mask = torch.ones(T, start + T, dtype=torch.bool, device=tokens.device).tril(diagonal=start)
+
+        x = dec.embed_scale * dec.embed_tokens(tokens) + dec.embed_positions(positions)
+        x = F.dropout(x, self.cfg.dropout, self.training)
+        for i, layer in enumerate(dec.layers):
+            x = layer(x, attn_mask, is_causal, cache, i)
+        x = dec.layer_norm(x)
+        if cache is not None:
+            cache.length += T
+        return dec.output_projection(x)
+
+    # --- utilities ---------------------------------------------------------------------------------------
+    def make_cache(self, batch_size: int, max_len: int, dtype: torch.dtype | None = None) -> KVCache:
+        """An empty KV cache for `batch_size` sequences of up to `max_len` positions (same device as the model)."""
+        w = self.decoder.embed_tokens.weight
+        head_dim = self.cfg.embed_dim // self.cfg.heads
+        return KVCache(self.cfg.layers, batch_size, self.cfg.heads, max_len, head_dim, w.device, dtype or w.dtype)
+
+    def resize_vocab(self, new_size: int, init: str = "normal") -> None:
+        """Grow the (tied) embedding to `new_size` rows, e.g. for learned prompt tokens learned1..N.
+
+        Old rows are kept; new rows are N(0, d^-0.5) as fairseq's fresh init (reference §2.5), or zeros.
+        The embedding becomes a new Parameter: build the optimizer afterwards.
+        """
+        old = self.decoder.embed_tokens
+        if new_size < old.num_embeddings:
+            raise ValueError(f"resize_vocab only grows the vocabulary: {old.num_embeddings} -> {new_size}")
+        if init not in ("normal", "zeros"):
+            raise ValueError(f"init must be 'normal' or 'zeros', not {init!r}")
+        new = nn.Embedding(new_size, self.cfg.embed_dim, padding_idx=self.cfg.padding_idx,
+                           device=old.weight.device, dtype=old.weight.dtype)
+        with torch.no_grad():
+            if init == "normal":
+                nn.init.normal_(new.weight[old.num_embeddings:], mean=0.0, std=self.cfg.embed_dim**-0.5)
+            else:
+                nn.init.zeros_(new.weight[old.num_embeddings:])
+            new.weight[: old.num_embeddings] = old.weight
+        new.weight.requires_grad_(old.weight.requires_grad)
+        self.decoder.embed_tokens = new
+        self.decoder.output_projection = nn.Linear(self.cfg.embed_dim, new_size, bias=False,
+                                                   device=old.weight.device, dtype=old.weight.dtype)
+        self.decoder.output_projection.weight = new.weight
+        self.cfg.vocab_size = new_size
+
+    def num_parameters(self) -> int:
+        """Number of distinct parameters (the tied output projection counts once)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def max_positions(self) -> int:
+        return self.cfg.max_positions

@@ -1,0 +1,255 @@
+"""TransformerLM against transformers.BioGptForCausalLM on identical random weights, plus model invariants."""
+
+import math
+
+import pytest
+import torch
+
+from biogpt_train.model.presets import PRESETS, get_preset
+from biogpt_train.model.transformer_lm import ModelConfig, TransformerLM, make_positions
+
+transformers = pytest.importorskip("transformers")
+
+PAD, EOS = 1, 2
+CONFIGS = {
+    "2L-d32-h4": ModelConfig(vocab_size=101, embed_dim=32, layers=2, heads=4, ffn_dim=64, max_positions=64),
+    "3L-d48-h3": ModelConfig(vocab_size=64, embed_dim=48, layers=3, heads=3, ffn_dim=96, max_positions=40),
+    "1L-d16-h1-ffn80": ModelConfig(vocab_size=50, embed_dim=16, layers=1, heads=1, ffn_dim=80, max_positions=48),
+}
+
+
+def hf_config(cfg: ModelConfig):
+    # layer_norm_eps is left at HF's default 1e-12 on purpose: HF's BioGPT ignores it (see test_hf_layer_norm_eps)
+    return transformers.BioGptConfig(
+        vocab_size=cfg.vocab_size, hidden_size=cfg.embed_dim, num_hidden_layers=cfg.layers,
+        num_attention_heads=cfg.heads, intermediate_size=cfg.ffn_dim, max_position_embeddings=cfg.max_positions,
+        hidden_act="gelu", scale_embedding=True, pad_token_id=PAD, bos_token_id=0, eos_token_id=EOS,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, activation_dropout=0.0, layerdrop=0.0,
+    )
+
+
+def to_hf_keys(sd):
+    out = {}
+    for k, v in sd.items():
+        if k == "decoder.version":
+            continue
+        out["output_projection.weight" if k == "decoder.output_projection.weight" else "biogpt." + k[8:]] = v
+    return out
+
+
+def make_pair(cfg: ModelConfig, seed=0):
+    torch.manual_seed(seed)
+    ours = TransformerLM(cfg).eval()
+    with torch.no_grad():  # biases and LayerNorm affine params are 0/1 at init; randomise so they are exercised
+        for name, p in ours.named_parameters():
+            if name.endswith("bias") or "layer_norm" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    hf = transformers.BioGptForCausalLM(hf_config(cfg)).eval()
+    hf.load_state_dict(to_hf_keys(ours.state_dict()), strict=True)
+    return ours, hf
+
+
+def random_batch(cfg, lengths, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    T = max(lengths)
+    tokens = torch.randint(4, cfg.vocab_size, (len(lengths), T), generator=g)
+    tokens[:, 0] = EOS  # BioGPT sequences start with </s>
+    for i, n in enumerate(lengths):
+        tokens[i, n:] = PAD
+    return tokens
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_logits_match_transformers_with_right_padding(name):
+    cfg = CONFIGS[name]
+    ours, hf = make_pair(cfg)
+    tokens = random_batch(cfg, [17, 11, 5, 17])
+    mask = tokens.ne(PAD)
+    with torch.no_grad():
+        a = ours(tokens)
+        b = hf(tokens, attention_mask=mask.long()).logits
+    assert a.shape == (4, 17, cfg.vocab_size) and a.dtype == torch.float32
+    # Only non-pad positions are compared: at pad positions fairseq uses position row 1 (HF counts on) and lets
+    # a pad query see itself; both are ignored by the loss and by generation.
+    assert (a - b)[mask].abs().max().item() <= 1e-5
+    assert torch.isfinite(a).all()
+
+
+def test_logits_match_transformers_without_padding_all_positions():
+    cfg = CONFIGS["2L-d32-h4"]
+    ours, hf = make_pair(cfg, seed=3)
+    tokens = random_batch(cfg, [cfg.max_positions, cfg.max_positions])  # the full position table
+    with torch.no_grad():
+        assert (ours(tokens) - hf(tokens).logits).abs().max().item() <= 1e-5
+
+
+def test_hf_layer_norm_eps_is_ignored_and_ours_is_1e5():
+    ours, hf = make_pair(CONFIGS["2L-d32-h4"])
+    assert hf.config.layer_norm_eps == 1e-12
+    hf_eps = {m.eps for m in hf.modules() if isinstance(m, torch.nn.LayerNorm)}
+    our_eps = {m.eps for m in ours.modules() if isinstance(m, torch.nn.LayerNorm)}
+    assert hf_eps == our_eps == {1e-5}
+
+
+def test_make_positions_fairseq_semantics():
+    tokens = torch.tensor([[2, 5, 6, 1, 1], [1, 1, 2, 7, 8]])
+    assert make_positions(tokens, 1).tolist() == [[2, 3, 4, 1, 1], [1, 1, 2, 3, 4]]
+
+
+def test_left_padding_gives_unpadded_logits_and_no_nan():
+    cfg = CONFIGS["2L-d32-h4"]
+    ours, _ = make_pair(cfg)
+    seq = random_batch(cfg, [6])[0]
+    left = torch.cat([torch.full((3,), PAD), seq])[None]
+    all_pad = torch.full((1, 9), PAD)
+    with torch.no_grad():
+        out = ours(torch.cat([left, all_pad]))
+        ref = ours(seq[None])
+    assert torch.isfinite(out).all()  # includes queries whose keys are all pads
+    assert (out[0, 3:] - ref[0]).abs().max().item() <= 1e-5
+
+
+def test_parameter_names_are_fairseq_and_projection_is_tied():
+    cfg = ModelConfig(vocab_size=20, embed_dim=8, layers=2, heads=2, ffn_dim=16, max_positions=10)
+    model = TransformerLM(cfg)
+    per_layer = [f"self_attn.{p}_proj.{w}" for p in "qkv" for w in ("weight", "bias")]
+    per_layer += ["self_attn.out_proj.weight", "self_attn.out_proj.bias"]
+    modules = ("self_attn_layer_norm", "fc1", "fc2", "final_layer_norm")
+    per_layer += [f"{m}.{w}" for m in modules for w in ("weight", "bias")]
+    expected = {"decoder.version", "decoder.embed_tokens.weight", "decoder.embed_positions.weight",
+                "decoder.layer_norm.weight", "decoder.layer_norm.bias", "decoder.output_projection.weight"}
+    expected |= {f"decoder.layers.{i}.{n}" for i in range(2) for n in per_layer}
+    sd = model.state_dict()
+    assert set(sd) == expected
+    assert sd["decoder.version"].tolist() == [3.0]
+    assert sd["decoder.embed_positions.weight"].shape == (12, 8)  # max_positions + 2
+    assert model.decoder.output_projection.weight is model.decoder.embed_tokens.weight
+    assert model.decoder.output_projection.bias is None
+
+
+def test_preset_parameter_counts_on_meta_device():
+    expected = {"biogpt": 346_763_264, "biogpt_large": 1_571_188_800}
+    for name, n in expected.items():
+        with torch.device("meta"):
+            model = TransformerLM(PRESETS[name])
+        assert model.num_parameters() == n, name
+        c = PRESETS[name]
+        d, ff, L = c.embed_dim, c.ffn_dim, c.layers
+        per_layer = 4 * (d * d + d) + (2 * d * ff + ff + d) + 4 * d  # attention, FFN, 2 LayerNorms
+        formula = c.vocab_size * d + (c.max_positions + 2) * d + L * per_layer + 2 * d  # reference §1.4
+        assert formula == n
+    assert set(PRESETS) >= {"biogpt", "biogpt_large", "small", "tiny"}
+    assert get_preset("tiny", vocab_size=99).vocab_size == 99 and PRESETS["tiny"].vocab_size != 99
+
+
+def test_initialisation_follows_fairseq():
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=3000, embed_dim=64, layers=1, heads=4, ffn_dim=128, max_positions=1000)
+    model = TransformerLM(cfg)
+    dec = model.decoder
+    assert dec.embed_tokens.weight[PAD].abs().sum() == 0 and dec.embed_positions.weight[PAD].abs().sum() == 0
+    assert abs(dec.embed_tokens.weight.std().item() - 64**-0.5) < 0.01
+    attn = dec.layers[0].self_attn
+    assert attn.out_proj.bias.abs().sum() == 0
+    bound = math.sqrt(6 / (64 + 64)) / math.sqrt(2)  # xavier_uniform with gain 1/sqrt(2)
+    assert attn.q_proj.weight.abs().max() <= bound and attn.q_proj.weight.abs().max() > 0.9 * bound
+
+
+def greedy(model, prefix, steps, use_cache):
+    """Greedy decoding, fed one new token per step with the cache or the whole sequence without it."""
+    tokens = prefix.clone()
+    cache = model.make_cache(prefix.size(0), prefix.size(1) + steps) if use_cache else None
+    new = tokens
+    for _ in range(steps):
+        with torch.no_grad():
+            logits = model(new, cache=cache) if use_cache else model(tokens)
+        nxt = logits[:, -1].argmax(-1, keepdim=True)
+        tokens = torch.cat([tokens, nxt], 1)
+        new = nxt
+    return tokens
+
+
+def test_greedy_generation_with_and_without_cache_matches_transformers():
+    cfg = ModelConfig(vocab_size=80, embed_dim=32, layers=2, heads=4, ffn_dim=64, max_positions=64)
+    ours, hf = make_pair(cfg, seed=3)
+    with torch.no_grad():
+        # with tied random embeddings "repeat the last token" wins every step; stronger attention, FFN and
+        # positions give a varied greedy path, so the cache is really exercised
+        ours.decoder.layer_norm.bias.zero_()
+        ours.decoder.embed_positions.weight.mul_(8)
+        for layer in ours.decoder.layers:
+            layer.fc2.weight.mul_(10)
+            layer.self_attn.out_proj.weight.mul_(5)
+            layer.self_attn.q_proj.weight.mul_(3)
+        hf.load_state_dict(to_hf_keys(ours.state_dict()))
+    prefix = torch.cat([random_batch(cfg, [7], seed=7), random_batch(cfg, [7], seed=8)])
+    cached = greedy(ours, prefix, 32, use_cache=True)
+    full = greedy(ours, prefix, 32, use_cache=False)
+    hf.generation_config.eos_token_id = None  # run all 32 steps, as our loop does
+    ref = hf.generate(prefix, attention_mask=torch.ones_like(prefix), do_sample=False, num_beams=1,
+                      max_new_tokens=32, pad_token_id=PAD)
+    assert cached.shape == (2, 39)
+    assert cached.tolist() == full.tolist() == ref.tolist()
+    assert len(set(cached[0, 7:].tolist())) >= 4  # a varied path, not one repeated token
+
+
+def test_cache_prefill_and_reorder_match_full_forward():
+    cfg = CONFIGS["3L-d48-h3"]
+    ours, _ = make_pair(cfg)
+    tokens = random_batch(cfg, [12, 12], seed=4)
+    with torch.no_grad():
+        full = ours(tokens)
+        cache = ours.make_cache(2, 12)
+        first = ours(tokens[:, :5], cache=cache)  # prefill several tokens at once
+        assert cache.length == 5
+        cache.reorder(torch.tensor([1, 1, 0]))  # beam-style: duplicate row 1, batch grows to 3
+        rest = ours(tokens[[1, 1, 0], 5:], cache=cache)
+    assert cache.length == 12
+    assert (first - full[:, :5]).abs().max() <= 1e-5
+    assert (rest - full[[1, 1, 0], 5:]).abs().max() <= 1e-5
+    with pytest.raises(ValueError, match="KV cache holds 12"):
+        ours(tokens[:, :1], cache=cache)
+
+
+def test_too_long_input_is_a_clear_error():
+    cfg = CONFIGS["1L-d16-h1-ffn80"]
+    model = TransformerLM(cfg)
+    with pytest.raises(ValueError, match="max_positions=48"):
+        model(torch.full((1, 49), 5))
+
+
+def test_resize_vocab_keeps_rows_and_tying():
+    cfg = ModelConfig(vocab_size=40, embed_dim=256, layers=1, heads=4, ffn_dim=32, max_positions=16)
+    model = TransformerLM(cfg)
+    old = model.decoder.embed_tokens.weight.detach().clone()
+    model.resize_vocab(40 + 500)
+    w = model.decoder.embed_tokens.weight
+    assert w.shape == (540, 256) and model.cfg.vocab_size == 540 and cfg.vocab_size == 40
+    assert torch.equal(w[:40], old)
+    assert abs(w[40:].std().item() - 256**-0.5) < 0.005
+    assert model.decoder.output_projection.weight is w
+    assert model(torch.tensor([[2, 539]])).shape == (1, 2, 540)
+    with pytest.raises(ValueError, match="only grows"):
+        model.resize_vocab(10)
+
+
+def test_dropout_active_in_train_mode_only_and_bf16_autocast():
+    cfg = CONFIGS["2L-d32-h4"]
+    model = TransformerLM(cfg)
+    tokens = random_batch(cfg, [10, 10])
+    model.train()
+    assert not torch.equal(model(tokens), model(tokens))
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(tokens), model(tokens))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(tokens)
+        assert low.dtype == torch.bfloat16 and torch.isfinite(low.float()).all()
+
+
+def test_backward_gives_no_gradient_to_padding_rows():
+    cfg = CONFIGS["2L-d32-h4"]
+    model = TransformerLM(cfg)
+    tokens = random_batch(cfg, [10, 6])
+    model(tokens).float().logsumexp(-1).sum().backward()
+    assert model.decoder.embed_positions.weight.grad[PAD].abs().sum() == 0
