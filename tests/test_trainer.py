@@ -1,0 +1,189 @@
+"""Trainer unit tests, in-process on CPU with a tiny model: fairseq's loss normalisation, LR per update, batching,
+non-finite handling, finetune_from with vocabulary growth, checkpoint names/pruning/averaging."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from biogpt_train import distributed
+from biogpt_train import train_checkpoint as ckpt
+from biogpt_train.checkpoints import read_checkpoint, save_native
+from biogpt_train.config import compose
+from biogpt_train.data.batching import make_batches
+from biogpt_train.model.transformer_lm import ModelConfig, TransformerLM
+from biogpt_train.trainer import NonFiniteLossError, Trainer
+from test_trainer_helpers import make_lm_data, make_pair_data, read_metrics, tiny_overrides
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")  # tiny models: threads only contend
+
+
+@pytest.fixture(scope="module")
+def lm_data(tmp_path_factory):
+    return make_lm_data(tmp_path_factory.mktemp("lm") / "data")
+
+
+def make_trainer(tmp_path, data, **overrides) -> Trainer:
+    cfg = compose(tiny_overrides(data, tmp_path / "runs", **overrides))
+    return Trainer(cfg, tmp_path / "run", distributed.init("cpu"))
+
+
+def test_update_is_per_token_mean_over_all_micro_batches(tmp_path, lm_data, monkeypatch):
+    """update_freq=3: gradient = d(sum of token NLLs of the 3 micro-batches)/d(theta) / total target tokens."""
+    tr = make_trainer(tmp_path, lm_data, **{"trainer.update_freq": 3})
+    samples = list(next(iter(_groups(tr, 3))))
+    assert len(samples) == 3
+    # expected: autograd of the summed loss / total tokens, on a copy of the model
+    ref = TransformerLM(tr.raw_model.cfg)
+    ref.load_state_dict(tr.raw_model.state_dict())
+    ref.train()
+    torch.manual_seed(tr.cfg.seed + 0)  # the trainer reseeds dropout with seed + num_updates
+    total = sum(s["ntokens"] for s in samples)
+    loss = sum(F.cross_entropy(ref(s["net_input"]["src_tokens"]).view(-1, len(tr.dictionary)),
+                               s["target"].view(-1), ignore_index=1, reduction="sum") for s in samples)
+    (loss / total).backward()
+    monkeypatch.setattr(tr.optimizer, "step", lambda: None)  # keep the gradients for inspection
+    out = tr.train_step(samples, epoch=1)
+    for (name, p), q in zip(tr.raw_model.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-7, msg=name)
+    assert out["ntokens"] == total
+    assert out["loss_sum"] == pytest.approx(loss.item(), rel=1e-6)
+    all_grads = torch.cat([q.grad.flatten() for q in ref.parameters()])
+    assert out["gnorm"] == pytest.approx(torch.linalg.vector_norm(all_grads).item(), rel=1e-5)
+    assert tr.state.num_updates == 1
+
+
+def _groups(tr: Trainer, uf: int):
+    from biogpt_train.data.iterators import group
+
+    return group(tr.train_itr.next_epoch_itr(), uf)
+
+
+PEAK, INIT, WARMUP, MAX_UPDATE = 3e-3, 1e-5, 4, 6
+# fairseq's formulas for the LR of update n + 1 (n = completed updates), framework-notes §2.5
+LR_FORMULAS = {
+    "inverse_sqrt": lambda n: INIT + n * (PEAK - INIT) / WARMUP if n < WARMUP else PEAK * math.sqrt(WARMUP / n),
+    "polynomial_decay": lambda n: PEAK * n / WARMUP if n <= WARMUP
+    else PEAK * (1 - (n - WARMUP) / (MAX_UPDATE - WARMUP)),
+    "cosine": lambda n: INIT + n * (PEAK - INIT) / WARMUP if n < WARMUP
+    else 0.5 * PEAK * (1 + math.cos(math.pi * (n - WARMUP) / (MAX_UPDATE - WARMUP))),
+}
+
+
+@pytest.mark.parametrize("scheduler", sorted(LR_FORMULAS))
+def test_lr_per_update_batching_and_base2_logging(tmp_path, lm_data, scheduler):
+    """The logged LR of update n+1 is the scheduler's value at n (so polynomial_decay's first update runs at 0);
+    every update holds at most max_tokens x update_freq padded tokens from fairseq's batches; the loss is logged
+    in bits and ppl = 2**loss."""
+    tr = make_trainer(tmp_path, lm_data, **{
+        "trainer.max_update": MAX_UPDATE, "trainer.update_freq": 2, "lr_scheduler": scheduler,
+        "lr_scheduler.warmup_updates": WARMUP, "lr_scheduler.warmup_init_lr": INIT if scheduler != "polynomial_decay"
+        else 0.0})
+    expected_batches = make_batches(tr.train_itr.dataset, seed=1, max_tokens=128, required_batch_size_multiple=8,
+                                    max_positions=32)
+    assert [b.tolist() for b in tr.train_itr.frozen_batches] == [b.tolist() for b in expected_batches]
+    assert all(len(b) * max(tr.train_itr.dataset.sizes[b]) <= 128 for b in expected_batches)
+    tr.train()
+    metrics = read_metrics(tmp_path / "run")
+    for n in range(MAX_UPDATE):
+        assert metrics[n + 1]["lr"] == pytest.approx(LR_FORMULAS[scheduler](n), rel=1e-12, abs=1e-15), n
+        assert metrics[n + 1]["ppl"] == pytest.approx(2 ** metrics[n + 1]["loss"])
+        assert metrics[n + 1]["ntokens"] <= 2 * 128
+    valid = read_metrics(tmp_path / "run", "valid")
+    assert list(valid) == [MAX_UPDATE] and valid[MAX_UPDATE]["loss"] < metrics[1]["loss"]
+
+
+def test_nonfinite_updates_are_skipped_then_the_run_stops(tmp_path, lm_data):
+    tr = make_trainer(tmp_path, lm_data, **{"trainer.max_consecutive_nonfinite": 3})
+    with torch.no_grad():
+        tr.raw_model.decoder.layers[0].fc1.weight[0, 0] = float("nan")
+    before = {k: v.clone() for k, v in tr.raw_model.state_dict().items()}
+    with pytest.raises(NonFiniteLossError, match="3 updates in a row"):
+        tr.train()
+    assert tr.state.num_updates == 0 and tr.state.skipped_updates == 3
+    after = tr.raw_model.state_dict()
+    assert all(torch.equal(before[k], after[k]) or before[k].isnan().any() for k in before)  # no step taken
+
+
+def test_finetune_from_grows_vocab_on_first_launch_only(tmp_path):
+    """learned1..3 are appended after the pretrained vocabulary; the old rows are kept, the new ones are
+    N(0, d^-0.5); the checkpoint carries the symbols; a relaunch resumes from checkpoint_last.pt instead."""
+    data = make_pair_data(tmp_path / "pair")
+    from biogpt_train.data.dictionary import Dictionary
+
+    base = Dictionary.load(data / "dict.txt")
+    torch.manual_seed(0)
+    pre = TransformerLM(ModelConfig(vocab_size=len(base), embed_dim=64, layers=2, heads=4, ffn_dim=256,
+                                    max_positions=256))
+    save_native(tmp_path / "pre.pt", pre, base)
+    over = {"task": "bc5cdr", "task.max_source_positions": 40, "task.max_target_positions": 64,
+            "task.learned_prompt": 3, "task.tokens_per_sample": 64, "checkpoint.finetune_from": tmp_path / "pre.pt",
+            "trainer.max_update": 3}
+    tr = make_trainer(tmp_path, data, **over)
+    emb = tr.raw_model.decoder.embed_tokens.weight.detach()
+    assert emb.shape[0] == len(base) + 3 and tr.dictionary.symbols[-3:] == ["learned1", "learned2", "learned3"]
+    torch.testing.assert_close(emb[: len(base)], pre.decoder.embed_tokens.weight)
+    assert emb[len(base):].std().item() == pytest.approx(64**-0.5, rel=0.5)
+    tr.train()
+    loaded = read_checkpoint(tmp_path / "run" / "checkpoints" / "checkpoint_last.pt")
+    assert loaded.dictionary_symbols == tr.dictionary.symbols and loaded.model_config.vocab_size == len(base) + 3
+    # relaunch with a higher max_update: resumes (3 updates done), does not reload pre.pt
+    tr2 = make_trainer(tmp_path, data, **{**over, "trainer.max_update": 5})
+    assert tr2.state.num_updates == 3
+    torch.testing.assert_close(tr2.raw_model.decoder.embed_tokens.weight,
+                               loaded.state_dict["decoder.embed_tokens.weight"])
+    tr2.train()
+    assert tr2.state.num_updates == 5
+
+
+def test_checkpoint_names_pruning_and_average(tmp_path, lm_data):
+    """fairseq names and keep-last-N; averaging = mean of the last N epoch checkpoints (ints: floor division)."""
+    tr = make_trainer(tmp_path, lm_data, **{"trainer.max_update": 0, "trainer.max_epoch": 4,
+                                            "checkpoint.keep_last_epochs": 3, "checkpoint.save_interval_updates": 10,
+                                            "checkpoint.keep_interval_updates": 2})
+    tr.train()
+    save_dir = tmp_path / "run" / "checkpoints"
+    names = sorted(p.name for p in save_dir.glob("*.pt"))
+    assert [n for n in names if ckpt.EPOCH_RE.fullmatch(n)] == ["checkpoint2.pt", "checkpoint3.pt", "checkpoint4.pt"]
+    assert len([n for n in names if ckpt.UPDATE_RE.fullmatch(n)]) == 2
+    assert {"checkpoint_last.pt", "checkpoint_best.pt"} <= set(names)
+    last = torch.load(save_dir / "checkpoint_last.pt", weights_only=True)
+    assert last["train_state"]["epoch"] == 4 and last["train_state"]["iterator"]["epoch"] == 5
+    paths = ckpt.last_n_epoch_checkpoints(save_dir, 2)
+    assert [p.name for p in paths] == ["checkpoint4.pt", "checkpoint3.pt"]
+    avg = ckpt.average_checkpoints(paths)
+    a, b = (torch.load(p, weights_only=True)["model"] for p in paths)
+    for k in a:
+        mean = (a[k] + b[k]) / 2 if a[k].is_floating_point() else (a[k] + b[k]) // 2
+        torch.testing.assert_close(avg["model"][k], mean)
+    assert "train_state" not in avg and avg["dictionary"] == last["dictionary"]
+    with pytest.raises(FileNotFoundError, match="need at least 5"):
+        ckpt.last_n_epoch_checkpoints(save_dir, 5)
+
+
+def test_activation_checkpointing_gives_the_same_update(tmp_path, lm_data):
+    outs = []
+    for ac in ("false", "true"):
+        tr = make_trainer(tmp_path / ac, lm_data, **{"trainer.activation_checkpointing": ac, "model.dropout": 0.1,
+                                                      "trainer.update_freq": 2})
+        out = tr.train_step(next(_groups(tr, 2)), epoch=1)
+        outs.append((out["loss_sum"], out["gnorm"], tr.raw_model.decoder.layers[0].fc1.weight.detach().clone()))
+    assert outs[0][0] == pytest.approx(outs[1][0], rel=1e-6) and outs[0][1] == pytest.approx(outs[1][1], rel=1e-5)
+    torch.testing.assert_close(outs[0][2], outs[1][2])
+
+
+def test_several_shards_rotate_per_epoch(tmp_path):
+    """fairseq's "a:b" data paths: epoch 1 trains on shard a, epoch 2 on shard b, epoch 3 on a again."""
+    a = make_lm_data(tmp_path / "a", n_train=40, seed=1)
+    b = make_lm_data(tmp_path / "b", n_train=70, seed=2)
+    tr = make_trainer(tmp_path, f"{a}:{b}", **{"trainer.max_update": 0, "trainer.max_epoch": 3,
+                                              "trainer.disable_validation": "true"})
+    tr.train()
+    from biogpt_train.data.indexed_dataset import MMapIndexedDataset
+
+    tokens = [int(MMapIndexedDataset(d / "train").sizes.sum()) for d in (a, b, a)]
+    epochs = read_metrics(tmp_path / "run", "train_epoch")
+    assert [r["ntokens"] for r in sorted(epochs.values(), key=lambda r: r["epoch"])] == tokens
