@@ -157,12 +157,11 @@ def test_two_point_multirun_then_collect_and_plot(tmp_path):
     if not (SHARED / "PubMedQA").exists() or not (SHARED / "tokenizer" / "BioGPT").exists():
         pytest.skip(f"needs {SHARED}/PubMedQA and tokenizer/BioGPT")
     _biogpt_train(["+experiment=smoke_pubmedqa", "+sweep=source_loss", f"paths.shared={SHARED}",
-                   "++evaluation.max_examples=8"], tmp_path)
+                   "evaluation.max_examples=8"], tmp_path)
     sweep = tmp_path / "runs" / "smoke_pubmedqa" / "sweeps" / "source_loss_test"
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
-    # named from the overrides (paths.* and the sweep/experiment choice left out)
-    assert [j.lower() for j in jobs] == ["0_++evaluation.max_examples=8,task.mask_source_loss=false",
-                                         "1_++evaluation.max_examples=8,task.mask_source_loss=true"]
+    # named from the overrides (paths.*, evaluation.* and the sweep/experiment choice left out)
+    assert [j.lower() for j in jobs] == ["0_task.mask_source_loss=false", "1_task.mask_source_loss=true"]
     results = [json.loads((sweep / j / "results.json").read_text()) for j in jobs]
     assert [r["task"] for r in results] == ["pubmedqa", "pubmedqa"]
     assert len({r["group"] for r in results}) == 2  # two settings, not two seeds of one
