@@ -15,6 +15,7 @@ help:
 	@echo "make test            the whole test suite"
 	@echo "make bench           throughput against transformers; writes bench/results/*.md"
 	@echo "make reproduce-mini  pretrain + fine-tune + decode + score on ../shared/data (CPU, < 30 min)"
+	@echo "make collect         gather every runs/**/results.json into runs/table.{md,csv}"
 
 install: $(STAMP)
 
@@ -39,6 +40,9 @@ bench: install
 
 reproduce-mini: install
 	$(PY) -m experiments.reproduce_mini
+
+collect: install
+	$(PY) -m experiments.collect runs --out runs/table
 
 clean:
 	rm -rf runs outputs multirun .pytest_cache

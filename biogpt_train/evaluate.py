@@ -673,7 +673,7 @@ def _overrides(run_dir: Path) -> list[str]:
 
 
 # override keys that do not change what is measured (where things live, how fast, which seed)
-_NOT_GROUPING = ("seed", "experiment", "run_name", "trainer.device", "generation.batch_size",
+_NOT_GROUPING = ("seed", "experiment", "sweep", "run_name", "trainer.device", "generation.batch_size",
                  "checkpoint.restore_file")
 _NOT_GROUPING_PREFIXES = ("paths.", "pipeline.", "logging.", "hydra.", "evaluation.", "distributed.")
 

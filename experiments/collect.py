@@ -1,10 +1,12 @@
 """Collect `results.json` files into the reproduction table (Markdown + CSV).
 
-    python -m experiments.collect RUN_DIR [RUN_DIR ...] [--out experiments/results/table]
+    python -m experiments.collect RUN_DIR [RUN_DIR ...] [--out experiments/results/table] [--paper-model biogpt]
 
 Runs are grouped by their `group` (the run name without the seed); each row gives our mean ± std over
 seeds, a 95% bootstrap interval over test documents (resampled jointly across seeds), the paper's
 value and the difference, and the majority-class baseline when the run recorded one.
+The paper value is the one reported for the run's own model (results.json `model`: biogpt, biogpt_large);
+--paper-model compares every row with that model's numbers instead (e.g. a small model against BioGPT's).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 from experiments.bootstrap import bootstrap_ci_over_seeds
 
 COLUMNS = ["task", "model", "group", "metric", "seeds", "ours_mean", "ours_std", "ci95_low", "ci95_high",
-           "paper", "diff", "majority_baseline", "split"]
+           "paper", "paper_model", "diff", "majority_baseline", "split"]
 
 
 def find_results(paths: list[Path]) -> list[dict]:
@@ -45,7 +47,7 @@ def paper_value(task: str, model: str, metric: str):
     return lookup(task, model, metric)
 
 
-def summarise(results: list[dict], *, bootstrap_samples: int = 2000) -> list[dict]:
+def summarise(results: list[dict], *, bootstrap_samples: int = 2000, paper_model: str | None = None) -> list[dict]:
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in results:
         groups[r.get("group") or r.get("run_name") or r["_path"]].append(r)
@@ -60,12 +62,13 @@ def summarise(results: list[dict], *, bootstrap_samples: int = 2000) -> list[dic
         units = [r["units"] for r in runs if r.get("units")]
         if units and len(units) == len(runs):
             low, high = bootstrap_ci_over_seeds(units, samples=bootstrap_samples)
-        paper = paper_value(first["task"], first.get("model", "biogpt"), metric)
+        paper = paper_value(first["task"], paper_model or first.get("model", "biogpt"), metric)
         baseline = (first.get("baseline") or {}).get(metric)
         rows.append({
             "task": first["task"], "model": first.get("model", ""), "group": group, "metric": metric,
             "seeds": len(values), "ours_mean": mean, "ours_std": std, "ci95_low": low, "ci95_high": high,
-            "paper": paper, "diff": (mean - paper) if paper is not None else None,
+            "paper": paper, "paper_model": paper_model or first.get("model", "biogpt"),
+            "diff": (mean - paper) if paper is not None else None,
             "majority_baseline": baseline, "split": first.get("split", ""),
         })
     return rows
@@ -78,14 +81,15 @@ def _fmt(x, digits=2) -> str:
 
 
 def to_markdown(rows: list[dict]) -> str:
-    out = ["| task | model | run | metric | split | ours (mean ± std, n seeds) | 95% CI (test docs) | paper | diff "
+    out = ["| task | model | run | metric | split | ours (mean ± std, n seeds) | 95% CI (documents) "
+           "| paper (model) | diff "
            "| majority baseline |",
            "|---|---|---|---|---|---|---|---:|---:|---:|"]
     for r in rows:
         ours = f"{_fmt(r['ours_mean'])} ± {_fmt(r['ours_std'])} (n={r['seeds']})"
         ci = f"[{_fmt(r['ci95_low'])}, {_fmt(r['ci95_high'])}]"
         out.append(f"| {r['task']} | {r['model']} | {r['group']} | {r['metric']} | {r['split']} | {ours} | {ci} "
-                   f"| {_fmt(r['paper'])} | {_fmt(r['diff'])} | {_fmt(r['majority_baseline'])} |")
+                   f"| {_fmt(r['paper'])} ({r['paper_model']}) | {_fmt(r['diff'])} | {_fmt(r['majority_baseline'])} |")
     return "\n".join(out) + "\n"
 
 
@@ -102,12 +106,13 @@ def main(argv=None) -> int:
     parser.add_argument("paths", nargs="+", type=Path, help="run or sweep directories (searched recursively)")
     parser.add_argument("--out", type=Path, help="write OUT.md and OUT.csv")
     parser.add_argument("--bootstrap-samples", type=int, default=2000)
+    parser.add_argument("--paper-model", help="compare with this model's paper numbers (default: each run's model)")
     args = parser.parse_args(argv)
     results = find_results(args.paths)
     if not results:
         print(f"no results.json under {', '.join(map(str, args.paths))}", file=sys.stderr)
         return 1
-    rows = summarise(results, bootstrap_samples=args.bootstrap_samples)
+    rows = summarise(results, bootstrap_samples=args.bootstrap_samples, paper_model=args.paper_model)
     markdown = to_markdown(rows)
     print(markdown)
     if args.out:

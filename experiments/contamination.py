@@ -1,11 +1,13 @@
 """Test-set contamination: shared word n-grams between a pretraining corpus and each task's test inputs.
 
-    python -m experiments.contamination --corpus CORPUS [CORPUS ...] --tests hoc=PATH ddi=PATH [--n 13] [--out report.md]
+    python -m experiments.contamination --corpus CORPUS [CORPUS ...] --tests hoc=PATH ddi=PATH [--n 13] \
+        [--out report.md]
 
 CORPUS: PubMed XML (.xml/.xml.gz), JSONL with title/abstract (or text) fields, a text file with one
 document per line, or a binarized shard prefix (PREFIX.bin/.idx with dict.txt beside it).
-A test PATH is a text file with one example per line (e.g. a prepared `test.x`) or a prepared task
-directory (its `test.x` is used).
+A test PATH is a text file with one example per line (e.g. a prepared `test.x`), a prepared task
+directory (its `test.x` is used), or a raw JSON file of records keyed by id (title/abstract/text/QUESTION/CONTEXTS
+fields, e.g. ../shared/data/BC5CDR/raw/test_inputs.json or PubMedQA/test_set_inputs.json).
 
 Words are lower-cased alphanumeric runs after HTML un-escaping, so cased PubMed text, lower-cased
 task sources and Moses-escaped shards compare alike. Only the test n-grams are held in memory; the
@@ -36,11 +38,31 @@ def ngrams(tokens: list[str], n: int) -> Iterator[tuple[str, ...]]:
         yield tuple(tokens[i:i + n])
 
 
+# text fields of the raw task files (BioGPT's BC5CDR/KD-DTI/DDI JSON, PubMedQA's JSON); other fields are labels/ids
+TEXT_FIELDS = ("title", "abstract", "text", "QUESTION", "CONTEXTS")
+
+
 def read_test_docs(path: Path) -> list[str]:
+    """One string per test example: lines of a text file, a prepared task directory's `test.x`, or the records of a
+    raw JSON file keyed by document id (BC5CDR/KD-DTI/DDI `test_inputs.json`, PubMedQA `test_set_inputs.json`),
+    whose TEXT_FIELDS are joined."""
     if path.is_dir():
         path = path / "test.x"
     if not path.exists():
         raise FileNotFoundError(f"test inputs not found: {path}")
+    if path.suffix == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        records = data.values() if isinstance(data, dict) else data
+        docs = []
+        for rec in records:
+            parts = []
+            for field in TEXT_FIELDS:
+                value = rec.get(field) if isinstance(rec, dict) else None
+                parts += value if isinstance(value, list) else [value] if isinstance(value, str) else []
+            if not parts:
+                raise ValueError(f"{path}: a record has none of the text fields {TEXT_FIELDS}")
+            docs.append(" ".join(parts))
+        return docs
     return path.read_text(encoding="utf-8").splitlines()
 
 

@@ -4,7 +4,8 @@
     python -m experiments.plots sweep SWEEP_DIR --param task.learned_prompt [--out sweep.png]
 
 `loss` reads the run's metrics.jsonl (written by the trainer: {"split", "update", "loss", ...});
-`sweep` reads every results.json below SWEEP_DIR and takes the swept value from its `overrides`.
+`sweep` reads every results.json below SWEEP_DIR and takes the swept value from its `overrides` (`--param experiment`
+for +sweep=target_format); for the paper's KD-DTI ablations the paper's numbers are drawn beside ours.
 """
 
 from __future__ import annotations
@@ -69,23 +70,52 @@ def swept_value(result: dict, param: str):
     for override in result.get("overrides", []):
         key, _, value = override.lstrip("+").partition("=")
         if key == param:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":  # quoted strings
+                return value[1:-1]
             try:
-                return float(value)
+                number = float(value)
+                return int(number) if number.is_integer() and "." not in value and "e" not in value.lower() \
+                    else number
             except ValueError:
                 return value
     return None
 
 
-def plot_sweep(sweep_dir: Path, param: str, out: Path, paper: dict | None = None) -> Path:
+def paper_series(task: str, param: str, metric: str) -> dict | None:
+    """The paper's numbers for a sweep that is one of its ablations (KD-DTI prompt length, manual prompts, target
+    format), keyed by the swept value as `swept_value` returns it; None otherwise."""
+    from biogpt_train.tasks.paper_results import KD_DTI_PROMPT, KD_DTI_TARGET_FORMAT
+
+    if param == "experiment":  # +sweep=target_format: kd_dti (rel-is), kd_dti_htr, kd_dti_svo, kd_dti_is_of
+        out = {"kd_dti": KD_DTI_TARGET_FORMAT["rel-is"].get(metric)}
+        out.update({f"kd_dti_{fmt.replace('-', '_')}": row.get(metric) for fmt, row in KD_DTI_TARGET_FORMAT.items()
+                    if fmt != "rel-is"})
+        return out
+    if task != "kd_dti":
+        return None
+    if param == "task.learned_prompt":
+        return {int(k[len("soft_"):]): row.get(metric) for k, row in KD_DTI_PROMPT.items() if k.startswith("soft_")}
+    if param == "task.manual_prompt":  # written as dictionary words: "in conclusion ," is the paper's "in conclusion,"
+        return {k.replace(",", " ,"): row.get(metric) for k, row in KD_DTI_PROMPT.items() if not k.startswith("soft_")}
+    return None
+
+
+def plot_sweep(sweep_dir: Path, param: str, out: Path, paper: dict | None | str = "auto",
+               title: str | None = None) -> Path:
+    """Metric (mean ± std over seeds) against the swept value; `paper`: {value: number}, "auto" (the paper's
+    series when the sweep is one of its ablations, see paper_series) or None."""
     results = find_results([sweep_dir])
     points = defaultdict(list)
-    metric = None
+    metric = task = None
+    baselines = set()
     for r in results:
         value = swept_value(r, param)
         if value is None:
             continue
-        metric = r["primary_metric"]
+        metric, task = r["primary_metric"], r["task"]
         points[value].append(r["metrics"][metric])
+        baselines.add((r.get("baseline") or {}).get(metric))
     if not points:
         raise ValueError(f"no results.json under {sweep_dir} has an override for {param!r}")
     xs = sorted(points, key=lambda v: (isinstance(v, str), v))
@@ -94,13 +124,18 @@ def plot_sweep(sweep_dir: Path, param: str, out: Path, paper: dict | None = None
     labels = [str(x) for x in xs]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.errorbar(range(len(xs)), means, yerr=stds, fmt="o-", capsize=3, label="ours (mean ± std over seeds)")
+    if len(baselines) == 1 and None not in baselines:  # every point scored on the same documents
+        ax.axhline(baselines.pop(), color="gray", linestyle=":", label="majority-class baseline")
+    if paper == "auto":
+        paper = paper_series(task, param, metric)
     if paper:
-        ys = [paper.get(str(x)) for x in xs]
+        ys = [paper.get(x, paper.get(str(x))) for x in xs]
         if any(y is not None for y in ys):
-            ax.plot(range(len(xs)), ys, "s--", label="paper")
+            ax.plot(range(len(xs)), [float("nan") if y is None else y for y in ys], "s--", label="paper (BioGPT)")
     ax.set_xticks(range(len(xs)), labels)
     ax.set_xlabel(param)
     ax.set_ylabel(metric)
+    ax.set_title(title or f"{task}: {metric} vs {param}")
     return save_figure(fig, ax, out)
 
 
@@ -114,11 +149,12 @@ def main(argv=None) -> int:
     sweep.add_argument("sweep_dir", type=Path)
     sweep.add_argument("--param", required=True)
     sweep.add_argument("--out", type=Path, default=Path("sweep.png"))
+    sweep.add_argument("--no-paper", action="store_true", help="leave out the paper's series")
     args = parser.parse_args(argv)
     if args.kind == "loss":
         print(plot_loss(args.run_dir, args.out))
     else:
-        print(plot_sweep(args.sweep_dir, args.param, args.out))
+        print(plot_sweep(args.sweep_dir, args.param, args.out, paper=None if args.no_paper else "auto"))
     return 0
 
 

@@ -91,6 +91,13 @@ def test_derived_experiments_change_only_their_own_keys(name):
     # a paper row ends with its number: the base recipe's stages, then decoding and scoring
     stages = theirs["pipeline"]["stages"]
     assert ours["pipeline"]["stages"] == stages + [s for s in ("generate", "score") if s not in stages]
+    # data_prep gets the base recipe's arguments; a Large row swaps in the Large tokenizer, a format row adds it
+    args, base_args = ours["pipeline"]["prepare"]["args"], theirs["pipeline"]["prepare"]["args"]
+    if name.endswith("_large"):
+        assert args == [a.replace("/tokenizer/BioGPT", "/tokenizer/BioGPT-Large") if a.startswith("tokenizer_dir=")
+                        else a for a in base_args]
+    else:
+        assert args[:len(base_args)] == base_args and len(args) == len(base_args) + 1
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -101,7 +108,8 @@ def test_large_rows_use_biogpt_large(task):
     assert "BioGPT-Large" in cfg.checkpoint.finetune_from
     # the Large vocabulary (57,717 symbols) differs from BioGPT's: its data is prepared separately with its BPE
     assert cfg.task.data != compose([f"+experiment={task}"]).task.data
-    assert any("BioGPT-Large" in str(a) for a in cfg.pipeline.prepare.args)
+    assert any(str(a).startswith("tokenizer_dir=") and str(a).endswith("BioGPT-Large")
+               for a in cfg.pipeline.prepare.args)
     # BioGPT-Large-QA (the released PubMedQA-Large): 2048-token samples, 1900-token sources (reference §5.4)
     if task == "pubmedqa":
         assert cfg.task.max_source_positions == 1900 and cfg.data.max_tokens == 2048 and cfg.trainer.update_freq == 16
@@ -138,10 +146,11 @@ def test_mini_chain_is_consistent():
         assert cfg.trainer.device == "cpu" and cfg.trainer.stop_time_hours > 0
         assert cfg.generation.subset == "valid" and cfg.generation.checkpoint == "checkpoint_last.pt"
         assert list(cfg.pipeline.stages)[-2:] == ["generate", "score"]
-        # the task's own recipe underneath: same prompt and loss as BioGPT's
+        # the task's own recipe underneath (same prompt, targets, stopping rule); the loss is on prompt + answer
+        # (BioGPT: whole sequence), which the mini reproduction's source_loss sweep compares
         base = compose([f"+experiment={name.removeprefix('mini_')}"])
-        assert cfg.task.learned_prompt == base.task.learned_prompt
-        assert cfg.task.mask_source_loss == base.task.mask_source_loss is False
+        assert cfg.task.name == base.task.name and cfg.task.learned_prompt == base.task.learned_prompt
+        assert cfg.task.mask_source_loss is True and base.task.mask_source_loss is False
         total_hours += cfg.trainer.stop_time_hours
     # training budgets leave room for preparing, decoding and scoring within the 30 minutes
     assert total_hours * 60 <= 20
@@ -157,8 +166,9 @@ def test_mini_report_puts_each_number_next_to_its_baseline():
     from experiments.reproduce_mini import report
 
     row = {"split": "valid", "examples": 50, "primary_metric": "accuracy", "ours": 55.0, "metrics": {},
-           "majority_baseline": 55.0, "majority_prediction": "the answer ... is yes.", "paper_biogpt_test": 78.2}
-    summary = {"command": "make reproduce-mini", "started": "2026-01-01T00:00:00+00:00", "time_scale": 1.0,
+           "majority_baseline": 55.0, "majority_prediction": "the answer ... is yes.", "paper_biogpt_test": 78.2,
+           "ci95": [40.0, 68.0]}
+    summary = {"command": "python -m experiments.reproduce_mini", "started": "2026-01-01T00:00:00+00:00", "time_scale": 1.0,
                "machine": {"cpu": "cpu", "logical_cores": 2, "torch_threads": 2, "python": "3.11", "torch": "2",
                            "platform": "linux", "load_average_at_start": [1.0, 1.0, 1.0]},
                "timings_s": {"mini_pretrain": 400.0, "total": 1200.0}, "parameters": 3_400_000,
@@ -167,7 +177,7 @@ def test_mini_report_puts_each_number_next_to_its_baseline():
                "results": {"pubmedqa": row}, "sweep": None, "plots": ["loss_mini_pretrain.png"],
                "contamination": {"hoc": {"test_documents": 4947, "contaminated": 0}}}
     text = report(summary, "| table |", {"corpus_documents": 8123})
-    assert "| pubmedqa | PQA-L fold-0 dev_set.json (50 questions) | 50 | accuracy 55.00 | 55.00 (“the answer ... is " \
-           "yes.”) | 78.20 |" in text
+    assert ("| pubmedqa | PQA-L fold-0 dev_set.json (50 questions) | 50 | accuracy 55.00 [40.00, 68.00] | 55.00 "
+            "(“the answer ... is yes.”) | not distinguishable (baseline inside our 95% CI) | 78.20 |") in text
     assert "small-model numbers" in text and "1.20M tokens" in text and "3.4M parameters" in text
     assert "![loss_mini_pretrain.png](loss_mini_pretrain.png)" in text and "| hoc | 4947 | 0 | 0.00 |" in text
