@@ -239,24 +239,13 @@ def check_vocab(model_config: ModelConfig, dictionary, dict_path=None, ckpt_path
 
 
 def hf_vocab(symbols: Sequence[str]) -> dict:
-    """dict.txt symbols -> HF vocab.json (reference §2.4): `x@@` -> `x`, other `x` -> `x</w>`, specials bare.
+    """dict.txt symbols -> HF vocab.json: the tokenizer module's rule (reference §2.4), as a CheckpointError."""
+    from biogpt_train.data.tokenizer import hf_vocab as tokenizer_hf_vocab
 
-    Added symbols such as learned1..N follow the same rule (`learned1</w>`), so every id keeps its row and
-    BioGptTokenizer decodes them as the words fairseq prints; text never BPE-encodes to them, as in fairseq.
-    """
-    vocab = {}
-    for i, sym in enumerate(symbols):
-        if i < len(SPECIALS) and sym == SPECIALS[i]:
-            key = sym
-        elif sym.endswith("@@"):
-            key = sym[:-2]
-        else:
-            key = sym + "</w>"
-        if key in vocab:
-            raise CheckpointError(f"dictionary symbols {symbols[vocab[key]]!r} (id {vocab[key]}) and {sym!r} (id {i}) "
-                                  f"both become {key!r} in vocab.json")
-        vocab[key] = i
-    return vocab
+    try:
+        return tokenizer_hf_vocab(symbols)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from exc
 
 
 def symbols_from_hf_vocab(vocab: Mapping, path) -> list:

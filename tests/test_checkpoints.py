@@ -245,7 +245,7 @@ def test_hf_vocab_rules_and_inverse():
     assert vocab == {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, ".</w>": 4, "hel": 5, "lo</w>": 6,
                      "learned1</w>": 7}
     assert ck.symbols_from_hf_vocab(vocab, "vocab.json") == symbols
-    with pytest.raises(ck.CheckpointError, match="both become"):
+    with pytest.raises(ck.CheckpointError, match="both map to HF vocab key"):
         ck.hf_vocab(symbols + ["lo</w>@@"])
 
 

@@ -56,14 +56,16 @@ def read_bpecodes(path: PathLike) -> List[Tuple[str, str, int]]:
     return merges
 
 
-def hf_vocab(dictionary: Dictionary) -> Dict[str, int]:
-    """fairseq dict -> HF BioGptTokenizer vocab (the converter's ``rewrite_dict_keys``; reference §2.4).
+def hf_vocab(dictionary: Union[Dictionary, Sequence[str]]) -> Dict[str, int]:
+    """fairseq dict (or its symbol list) -> HF BioGptTokenizer vocab (the converter's ``rewrite_dict_keys``;
+    reference §2.4).
 
     ``piece@@`` (non-final BPE piece) -> ``piece``; any other symbol -> ``symbol</w>``; the four specials keep
-    their names. Ids are unchanged.
+    their names. Ids are unchanged. Added symbols such as learned1..N follow the same rule (``learned1</w>``).
     """
+    symbols = dictionary.symbols if isinstance(dictionary, Dictionary) else list(dictionary)
     vocab: Dict[str, int] = {}
-    for idx, sym in enumerate(dictionary.symbols):
+    for idx, sym in enumerate(symbols):
         if idx < 4 and sym in SPECIALS:
             key = sym
         elif sym.endswith("@@"):
@@ -73,7 +75,7 @@ def hf_vocab(dictionary: Dictionary) -> Dict[str, int]:
         if key in vocab:
             # The HF converter would silently keep the later id; refuse instead (ids would diverge).
             raise ValueError(
-                f"dictionary symbols {dictionary.symbols[vocab[key]]!r} (id {vocab[key]}) and {sym!r} (id {idx}) "
+                f"dictionary symbols {symbols[vocab[key]]!r} (id {vocab[key]}) and {sym!r} (id {idx}) "
                 f"both map to HF vocab key {key!r}"
             )
         vocab[key] = idx
