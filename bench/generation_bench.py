@@ -17,15 +17,15 @@ import time
 import torch
 
 from biogpt_train.generation.generator import generate
-from biogpt_train.model.presets import PRESETS
-from biogpt_train.model.transformer_lm import ModelConfig, TransformerLM
+from biogpt_train.models.presets import get_preset
+from biogpt_train.models.biogpt import ModelConfig, TransformerLM
 
 EOS, PAD = 2, 1
 PREFIX = 16
 # (name, config, new tokens, timed runs per implementation)
 TINY = ("tiny (2L d128 V8k)", ModelConfig(vocab_size=8192, embed_dim=128, layers=2, heads=4, ffn_dim=512,
                                            max_positions=512, dropout=0.0, attention_dropout=0.0), 32, 3)
-SMALL = ("small (6L d512 V42k)", PRESETS["small"], 64, 3)
+SMALL = ("small (6L d512 V42k)", get_preset("small"), 64, 3)
 
 
 def _hf_copy(model: TransformerLM):

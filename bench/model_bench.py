@@ -17,13 +17,13 @@ import time
 import torch
 import torch.nn.functional as F
 
-from biogpt_train.model.presets import PRESETS
-from biogpt_train.model.transformer_lm import ModelConfig, TransformerLM
+from biogpt_train.models.presets import get_preset
+from biogpt_train.models.biogpt import ModelConfig, TransformerLM
 
 # (name, config, batch, seq, warmup steps, timed steps per model)
 BENCH_SMALL = ("small (4L d256 V8k)", ModelConfig(vocab_size=8192, embed_dim=256, layers=4, heads=4, ffn_dim=1024,
                                                   max_positions=512), 2, 256, 2, 10)
-BENCH_BIOGPT = ("biogpt 347M", PRESETS["biogpt"], 1, 512, 1, 3)
+BENCH_BIOGPT = ("biogpt 347M", get_preset("biogpt"), 1, 512, 1, 3)
 
 
 def train_flops_per_token(cfg: ModelConfig, seq: int) -> float:

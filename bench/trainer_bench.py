@@ -31,9 +31,9 @@ from biogpt_train import distributed
 from biogpt_train.config import compose
 from biogpt_train.data.indexed_dataset import write_dataset
 from biogpt_train.data.iterators import group
-from biogpt_train.optim.optimizer import build_optimizer, set_lr
-from biogpt_train.optim.precision import autocast
-from biogpt_train.trainer import Trainer
+from biogpt_train.train.optim import build_optimizer, set_lr
+from biogpt_train.train.precision import autocast
+from biogpt_train.train.trainer import Trainer
 
 VOCAB = 42384
 SEQ = 512

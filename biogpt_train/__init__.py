@@ -12,7 +12,7 @@ __all__ = ["load_pretrained", "Tokenizer", "Dictionary", "TransformerLM", "__ver
 
 def __getattr__(name):
     if name == "load_pretrained":
-        from biogpt_train.checkpoints import load_pretrained
+        from biogpt_train.checkpoint.io import load_pretrained
 
         return load_pretrained
     if name == "Tokenizer":
@@ -24,7 +24,7 @@ def __getattr__(name):
 
         return Dictionary
     if name == "TransformerLM":
-        from biogpt_train.model.transformer_lm import TransformerLM
+        from biogpt_train.models.biogpt import TransformerLM
 
         return TransformerLM
     raise AttributeError(f"module 'biogpt_train' has no attribute {name!r}")

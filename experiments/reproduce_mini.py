@@ -48,22 +48,9 @@ TEST_INPUTS = {
     "hoc": "HoC/raw/test_inputs.txt",
 }
 
-# Runs `python -m biogpt_train` with the generate/score stages registered even where pipeline.STAGES does not list
-# them yet (a no-op once it does).
-_BOOT = (
-    "import sys\n"
-    "from biogpt_train import evaluate, pipeline\n"
-    "pipeline.STAGES.setdefault('generate', evaluate.generate)\n"
-    "pipeline.STAGES.setdefault('score', evaluate.score)\n"
-    "from biogpt_train.__main__ import cli\n"
-    "sys.argv = ['biogpt_train'] + sys.argv[1:]\n"
-    "cli()\n"
-)
-
-
 def biogpt_train_cmd(overrides: list[str]) -> list[str]:
-    """The command line of `python -m biogpt_train OVERRIDES` (generate/score registered when missing)."""
-    return [sys.executable, "-c", _BOOT, *overrides]
+    """The command line of `python -m biogpt_train OVERRIDES`."""
+    return [sys.executable, "-m", "biogpt_train", *overrides]
 
 
 def run(cmd: list[str], log_path: Path, env: dict | None = None) -> float:
@@ -247,7 +234,7 @@ def main(argv=None) -> int:
 
 def _parameters(checkpoint: Path) -> int:
     """Trainable parameters of the checkpoint's model (tied input/output embeddings counted once)."""
-    from biogpt_train.checkpoints import build_model, read_checkpoint
+    from biogpt_train.checkpoint.io import build_model, read_checkpoint
 
     return int(sum(p.numel() for p in build_model(read_checkpoint(checkpoint)).parameters()))
 

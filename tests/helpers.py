@@ -14,7 +14,7 @@ def tiny_lm(vocab_size: int, *, max_positions: int, seed: int, eos_boost: float,
 
     A freshly initialised tied-embedding LM just repeats its input token, so the final LayerNorm gets random
     weights, and its bias is pushed towards </s> (raising the </s> logit by ``eos_boost``)."""
-    from biogpt_train.model.transformer_lm import ModelConfig, TransformerLM
+    from biogpt_train.models.biogpt import ModelConfig, TransformerLM
 
     torch.manual_seed(seed)
     cfg = ModelConfig(vocab_size=vocab_size, embed_dim=32, layers=2, heads=4, ffn_dim=64, max_positions=max_positions,

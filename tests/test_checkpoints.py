@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from biogpt_train import checkpoints as ck
-from biogpt_train.convert import main as convert_main
+from biogpt_train.checkpoint import io as ck
+from biogpt_train.checkpoint.convert import main as convert_main
 from biogpt_train.data.dictionary import Dictionary
-from biogpt_train.model.transformer_lm import ModelConfig, TransformerLM
+from biogpt_train.models.biogpt import ModelConfig, TransformerLM
 
 from conftest import require_shared
 

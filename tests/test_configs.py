@@ -13,7 +13,6 @@ from omegaconf import OmegaConf
 
 from biogpt_train.config import CONF_DIR, compose, resolved_dict, run_id
 from biogpt_train.config.schema import Config
-from biogpt_train.model.presets import PRESETS
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 GROUPS = ["model", "task", "data", "optim", "lr_scheduler", "trainer", "checkpoint", "distributed", "logging",
@@ -66,16 +65,6 @@ def test_schema_rejects_typos_and_bad_values():
         compose(["optim.lr=abc"])
     with pytest.raises(ConfigCompositionException, match="precision"):
         compose(["trainer.precision=fp8"])
-
-
-@pytest.mark.parametrize("name", sorted(set(PRESETS) & {p.stem for p in (CONF_DIR / "model").glob("*.yaml")}))
-def test_model_groups_equal_presets(name):
-    cfg = _compose(f"model={name}").model
-    preset = PRESETS[name]
-    for key in ("embed_dim", "layers", "heads", "ffn_dim", "max_positions", "dropout", "attention_dropout",
-                "activation_dropout"):
-        assert cfg[key] == getattr(preset, key), (name, key)
-    assert cfg.arch == name
 
 
 # reference §5.4 (train.sh of each task)

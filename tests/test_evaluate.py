@@ -17,7 +17,7 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from biogpt_train import evaluate
+from biogpt_train.pipeline import evaluate
 from biogpt_train.config import compose
 from biogpt_train.tasks.registry import TASKS, GoldRule, get_task
 from tests.conftest import REPO, require_shared
@@ -55,8 +55,6 @@ def make_cfg(task: str, data: Path, tmp: Path, **ev):
     cfg = compose([f"task={task}", "model=tiny", f"task.data={data}", f"paths.runs={tmp / 'runs'}",
                    f"paths.shared={tmp / 'shared'}", "trainer.device=cpu", "generation.subset=valid"])
     OmegaConf.set_struct(cfg, False)
-    if "evaluation" not in cfg:
-        cfg.evaluation = OmegaConf.structured(evaluate.EvaluationConfig)
     for k, v in ev.items():
         cfg.evaluation[k] = v
     return cfg
@@ -64,7 +62,7 @@ def make_cfg(task: str, data: Path, tmp: Path, **ev):
 
 def save_model(run_dir: Path, n_prompt: int, max_positions: int = 24, seed: int = 2, name="checkpoint_avg.pt"):
     """A tiny random model whose hypotheses end at different lengths (random final LayerNorm, </s> bias)."""
-    from biogpt_train.checkpoints import save_native
+    from biogpt_train.checkpoint.io import save_native
     from biogpt_train.data.dictionary import Dictionary
 
     d = Dictionary()

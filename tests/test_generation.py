@@ -302,7 +302,7 @@ WORDS = [".", ",", "...", "the", "th@@", "ce@@", "cel@@", "cell@@", *LETTERS, *(
 @pytest.fixture
 def task_files(tmp_path):
     """A tiny dict.txt / bpecodes, a native checkpoint fine-tuned with 3 learned prompt tokens, source lines."""
-    from biogpt_train.checkpoints import save_native
+    from biogpt_train.checkpoint.io import save_native
     from biogpt_train.data.dictionary import Dictionary
 
     write_dict(tmp_path / "dict.txt", WORDS)
@@ -322,7 +322,7 @@ def task_files(tmp_path):
 def test_cli_task_decoding_writes_one_line_per_example(task_files):
     from biogpt_train.data.dictionary import Dictionary
     from biogpt_train.data.tokenizer import Tokenizer
-    from biogpt_train.generate import main
+    from biogpt_train.generation.cli import main
 
     d, model, base, lines = task_files
     out = d / "test.detok"
@@ -361,7 +361,7 @@ def test_decode_file_inputs_and_checkpoint_formats(task_files):
     from biogpt_train.data.dictionary import Dictionary
     from biogpt_train.data.indexed_dataset import write_dataset
     from biogpt_train.data.tokenizer import Tokenizer
-    from biogpt_train.generate import decode_file
+    from biogpt_train.generation.decode import decode_file
 
     d, model, base, lines = task_files
     decode_file(d / "ckpt.pt", d / "test.x", d / "text.detok", bpecodes=d / "bpecodes", max_len_b=30, device="cpu")
@@ -389,8 +389,8 @@ def test_decode_file_inputs_and_checkpoint_formats(task_files):
 
 
 def test_cli_errors_are_clear(task_files):
-    from biogpt_train.checkpoints import CheckpointError
-    from biogpt_train.generate import decode_file
+    from biogpt_train.checkpoint.io import CheckpointError
+    from biogpt_train.generation.decode import decode_file
 
     d, *_ = task_files
     with pytest.raises(CheckpointError, match="vocabulary mismatch"):  # 2 prompt tokens for a 3-token model
@@ -401,7 +401,7 @@ def test_cli_errors_are_clear(task_files):
 
 
 def test_cli_free_text(task_files, capsys):
-    from biogpt_train.generate import main
+    from biogpt_train.generation.cli import main
 
     d, *_ = task_files
     main(["text", "--checkpoint", str(d / "ckpt.pt"), "--bpecodes", str(d / "bpecodes"), "--prompt", "the cells",

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from biogpt_train.optim.lr_schedulers import SCHEDULERS, cosine, fixed, get_lr, inverse_sqrt, polynomial_decay
+from biogpt_train.train.lr_schedulers import SCHEDULERS, cosine, fixed, get_lr, inverse_sqrt, polynomial_decay
 
 BIOGPT = {"lr": [1e-4], "warmup_updates": 500, "warmup_init_lr": 1e-7}
 
@@ -104,7 +104,7 @@ def test_build_lr_fn_merges_optim_lr_and_max_update():
     import enum
     from dataclasses import dataclass
 
-    from biogpt_train.optim.lr_schedulers import build_lr_fn
+    from biogpt_train.train.lr_schedulers import build_lr_fn
 
     class Name(enum.Enum):
         polynomial_decay = "polynomial_decay"

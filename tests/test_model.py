@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from biogpt_train.model.presets import PRESETS, get_preset
-from biogpt_train.model.transformer_lm import ModelConfig, TransformerLM, make_positions
+from biogpt_train.models.presets import get_preset, preset_names
+from biogpt_train.models.biogpt import ModelConfig, TransformerLM, make_positions
 
 transformers = pytest.importorskip("transformers")
 
@@ -128,18 +128,18 @@ def test_parameter_names_are_fairseq_and_projection_is_tied():
 
 
 def test_preset_parameter_counts_on_meta_device():
-    expected = {"biogpt": 346_763_264, "biogpt_large": 1_571_188_800}
-    for name, n in expected.items():
+    expected = {"biogpt": (346_763_264, 42384), "biogpt_large": (1_571_188_800, 57717)}
+    for name, (n, vocab) in expected.items():
+        c = get_preset(name, vocab_size=vocab)
         with torch.device("meta"):
-            model = TransformerLM(PRESETS[name])
+            model = TransformerLM(c)
         assert model.num_parameters() == n, name
-        c = PRESETS[name]
         d, ff, L = c.embed_dim, c.ffn_dim, c.layers
         per_layer = 4 * (d * d + d) + (2 * d * ff + ff + d) + 4 * d  # attention, FFN, 2 LayerNorms
         formula = c.vocab_size * d + (c.max_positions + 2) * d + L * per_layer + 2 * d  # reference §1.4
         assert formula == n
-    assert set(PRESETS) >= {"biogpt", "biogpt_large", "small", "tiny"}
-    assert get_preset("tiny", vocab_size=99).vocab_size == 99 and PRESETS["tiny"].vocab_size != 99
+    assert set(preset_names()) >= {"biogpt", "biogpt_large", "small", "tiny"}
+    assert get_preset("tiny", vocab_size=99).vocab_size == 99
 
 
 def test_initialisation_follows_fairseq():

@@ -10,8 +10,8 @@ import pytest
 
 from biogpt_train import distributed
 from biogpt_train.config import compose
-from biogpt_train.optim.precision import DynamicLossScaler, MinimumLossScaleError, default_scale_window
-from biogpt_train.trainer import Trainer
+from biogpt_train.train.precision import DynamicLossScaler, MinimumLossScaleError, default_scale_window
+from biogpt_train.train.trainer import Trainer
 from conftest import require_shared
 from test_trainer_helpers import make_lm_data, read_metrics, tiny_overrides
 

@@ -136,15 +136,9 @@ def test_slurm_presets_write_the_expected_sbatch(name, tmp_path):
 
 # ---------------------------------------------------------------------------------------- real multiruns (CPU)
 # python -m biogpt_train, with the generate/score stages registered where pipeline.STAGES does not list them yet
-_BOOT = ("import sys\nfrom biogpt_train import evaluate, pipeline\n"
-         "pipeline.STAGES.setdefault('generate', evaluate.generate)\n"
-         "pipeline.STAGES.setdefault('score', evaluate.score)\n"
-         "from biogpt_train.__main__ import cli\nsys.argv = ['biogpt_train'] + sys.argv[1:]\ncli()\n")
-
-
 def _biogpt_train(args, tmp_path, timeout=300):
     env = {**os.environ, "BIOGPT_SWEEP_ID": "test", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", _BOOT, *args, f"paths.runs={tmp_path / 'runs'}",
+    proc = subprocess.run([sys.executable, "-m", "biogpt_train", *args, f"paths.runs={tmp_path / 'runs'}",
                            f"paths.data={tmp_path / 'data'}", f"paths.cache={tmp_path / 'cache'}"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]

@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from biogpt_train import distributed
-from biogpt_train import train_checkpoint as ckpt
-from biogpt_train.checkpoints import read_checkpoint, save_native
+from biogpt_train.checkpoint import training as ckpt
+from biogpt_train.checkpoint.io import read_checkpoint, save_native
 from biogpt_train.config import compose
 from biogpt_train.data.batching import make_batches
-from biogpt_train.model.transformer_lm import ModelConfig, TransformerLM
-from biogpt_train.trainer import NonFiniteLossError, Trainer
+from biogpt_train.models.biogpt import ModelConfig, TransformerLM
+from biogpt_train.train.trainer import NonFiniteLossError, Trainer
 from test_trainer_helpers import make_lm_data, make_pair_data, read_metrics, tiny_overrides
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")  # tiny models: threads only contend

@@ -11,11 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
-
-from biogpt_train.evaluate import EvaluationConfig  # light import: no torch, no cycle
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,7 +84,7 @@ class DataParallel(StrEnum):
 
 @dataclass
 class ModelConfig:
-    """Decoder shape (``biogpt_train.model.transformer_lm.ModelConfig`` minus the vocabulary, which comes from
+    """Decoder shape (``biogpt_train.models.biogpt.ModelConfig`` minus the vocabulary, which comes from
     the dictionary). ``arch`` names the preset the values were copied from (``conf/model/<arch>.yaml``)."""
 
     arch: str = "small"
@@ -153,7 +151,7 @@ class OptimConfig:
 
 @dataclass
 class LRSchedulerConfig:
-    """LR as a pure function of the number of completed updates (biogpt_train.optim.lr_schedulers: fairseq's
+    """LR as a pure function of the number of completed updates (biogpt_train.train.lr_schedulers: fairseq's
     formulas, framework-notes §2.5); peak = optim.lr. Keys a scheduler does not use are ignored by it."""
 
     name: SchedulerName = SchedulerName.inverse_sqrt
@@ -247,6 +245,29 @@ class GenerationConfig:
     topk: int = 0
     topp: float = 0.0
     seed: Optional[int] = None
+
+
+@dataclass
+class EvaluationConfig:
+    """`generate` / `score` stages (biogpt_train/pipeline/evaluate.py); decoding options are in `generation`."""
+
+    # directory of the raw task files the gold comes from; null: the raw_dir recorded in task.data's
+    # manifest.json, then pipeline.prepare.raw_dir (when it prepares this task), then paths.shared/<task dir>
+    raw_dir: Optional[str] = None
+    gold: Optional[str] = None  # an explicit gold file (format as `python -m biogpt_train.score`); null: rules
+    entities: Optional[str] = None  # bc5cdr name->MeSH map; null: {task.data}/{split}.entities.json, then raw_dir
+    # scorer options (kd_dti/ddi: target_format); null entries come from the data's manifest settings
+    scorer_options: Dict[str, Any] = field(default_factory=dict)
+    max_examples: Optional[int] = None  # decode only the first N examples (smoke runs); gold is restricted to them
+    restrict_gold: bool = False  # score against the decoded documents only (always on with max_examples)
+    dtype: str = "fp32"  # fp32 | fp16 | bf16 weights while decoding (BioGPT: fp32; BioGPT-Large-QA ran fp16)
+    output_dir: str = "eval"  # relative to the run directory
+    results_file: str = "results.json"  # relative to the run directory
+    model_label: Optional[str] = None  # results.json "model" (paper: biogpt, biogpt_large); null: model.arch
+    # results.json "group" (the seeds of one setting); null: run_name + the overrides that change results
+    group: Optional[str] = None
+    baseline: bool = True
+    reuse: bool = True  # keep existing predictions made with the same checkpoint, data and options
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Training checkpoints: save / resume the whole training state, fairseq file names, pruning, averaging.
 
 A training checkpoint is a native biogpt_train checkpoint (docs/ARCHITECTURE.md; readable by
-`biogpt_train.checkpoints.read_checkpoint` / `load_pretrained`) plus `train_state`:
+`biogpt_train.checkpoint.io.read_checkpoint` / `load_pretrained`) plus `train_state`:
     {"format", "format_version", "model_config", "model" (decoder.* fp32 tensors), "dictionary" (symbols, learned
      prompt tokens included), "dictionary_counts", "cfg" (resolved config),
      "train_state": {"optimizer" (keyed by parameter names), "scaler", "lr_scheduler", "num_updates", "epoch",
@@ -34,7 +34,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from biogpt_train.checkpoints import EMBED, NATIVE_FORMAT, NATIVE_VERSION, OUT
+from biogpt_train.checkpoint.io import EMBED, NATIVE_FORMAT, NATIVE_VERSION, OUT
 from biogpt_train.utils import atomic_path
 
 EPOCH_RE = re.compile(r"checkpoint(\d+)\.pt$")

@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from biogpt_train.model.transformer_lm import ModelConfig, TransformerLM
+from biogpt_train.models.biogpt import ModelConfig, TransformerLM
 from biogpt_train.utils import atomic_path, atomic_write
 
 NATIVE_FORMAT, NATIVE_VERSION = "biogpt_train", 1

@@ -27,7 +27,7 @@ Majority-class baseline: every example gets the most frequent target line of the
 like the model's output. For PubMedQA that is ``... is yes.``, for HoC ``... is empty.``; for the relation
 extraction tasks it is the most frequent whole answer (a near-zero floor).
 
-Configuration: ``EvaluationConfig`` below (the ``evaluation`` group of the root config) and ``generation.*``.
+Configuration: ``EvaluationConfig`` in config/schema.py (the ``evaluation`` group of the root config) and ``generation.*``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import platform
 import re
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -56,43 +56,13 @@ RESULTS_FORMAT = "biogpt_train.results/1"
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
-@dataclass
-class EvaluationConfig:
-    """`generate` / `score` stages (biogpt_train/evaluate.py); decoding options are in `generation`."""
-
-    # directory of the raw task files the gold comes from; null: the raw_dir recorded in task.data's
-    # manifest.json, then pipeline.prepare.raw_dir (when it prepares this task), then paths.shared/<task dir>
-    raw_dir: Optional[str] = None
-    gold: Optional[str] = None  # an explicit gold file (format as `python -m biogpt_train.score`); null: rules
-    entities: Optional[str] = None  # bc5cdr name->MeSH map; null: {task.data}/{split}.entities.json, then raw_dir
-    # scorer options (kd_dti/ddi: target_format); null entries come from the data's manifest settings
-    scorer_options: Dict[str, Any] = field(default_factory=dict)
-    max_examples: Optional[int] = None  # decode only the first N examples (smoke runs); gold is restricted to them
-    restrict_gold: bool = False  # score against the decoded documents only (always on with max_examples)
-    dtype: str = "fp32"  # fp32 | fp16 | bf16 weights while decoding (BioGPT: fp32; BioGPT-Large-QA ran fp16)
-    output_dir: str = "eval"  # relative to the run directory
-    results_file: str = "results.json"  # relative to the run directory
-    model_label: Optional[str] = None  # results.json "model" (paper: biogpt, biogpt_large); null: model.arch
-    # results.json "group" (the seeds of one setting); null: run_name + the overrides that change results
-    group: Optional[str] = None
-    baseline: bool = True
-    reuse: bool = True  # keep existing predictions made with the same checkpoint, data and options
-
-
 # --- config access ---------------------------------------------------------------------------------------------
-def evaluation_cfg(cfg: DictConfig) -> DictConfig:
-    """cfg.evaluation over the dataclass defaults (works before the schema registers the group, too)."""
-    base = OmegaConf.structured(EvaluationConfig)
-    node = cfg.get("evaluation") if isinstance(cfg, DictConfig) else None
-    return OmegaConf.merge(base, node) if node is not None else base
-
-
 def data_dir(cfg) -> Path:
     return Path(str(cfg.task.data).split(":")[0])
 
 
 def output_paths(cfg, run_dir: Path, split: str) -> dict[str, Path]:
-    d = Path(run_dir) / evaluation_cfg(cfg).output_dir
+    d = Path(run_dir) / cfg.evaluation.output_dir
     return {"detok": d / f"{split}.hyp.detok", "bpe": d / f"{split}.hyp.bpe", "pmid": d / f"{split}.pmid",
             "meta": d / f"{split}.generate.json"}
 
@@ -169,7 +139,7 @@ def _generation_options(cfg) -> dict:
 
 def _decode_key(cfg, ckpt_sha256, split: str, n: int) -> dict:
     """Everything the decoded text depends on: reuse needs all of it unchanged."""
-    t, ev = cfg.task, evaluation_cfg(cfg)
+    t, ev = cfg.task, cfg.evaluation
     prefix = _split_prefix(cfg, split)
     d = data_dir(cfg)
     return {
@@ -190,8 +160,8 @@ def _load_model(cfg, ckpt_path: Path, device, dtype: str):
     (task.data/dict.txt + the task's prompt symbols), which must be the checkpoint's own when it stores one."""
     import torch
 
-    from biogpt_train import checkpoints
-    from biogpt_train.trainer import build_dictionary
+    from biogpt_train.checkpoint import io as checkpoints
+    from biogpt_train.data.splits import build_dictionary
 
     loaded = checkpoints.read_checkpoint(ckpt_path)
     dictionary = build_dictionary(cfg)
@@ -215,7 +185,7 @@ def generate(cfg: DictConfig, run_dir: Path) -> dict:
 
     run_dir = Path(run_dir)
     spec = _spec(cfg)
-    ev = evaluation_cfg(cfg)
+    ev = cfg.evaluation
     if str(ev.dtype) not in DTYPES:
         raise ValueError(f"evaluation.dtype must be one of {sorted(DTYPES)}, got {ev.dtype!r}")
     split = str(cfg.generation.subset)
@@ -311,7 +281,7 @@ def _prefixes(cfg, dictionary, sources) -> list[list[int]]:
 
 def _decode(cfg, model, prefixes, dictionary) -> list[list[int]]:
     """Batched decoding (batched == unbatched); hypotheses = prefix + generated ids, no </s>."""
-    from biogpt_train.generate import decode_prefixes
+    from biogpt_train.generation.decode import decode_prefixes
 
     if not prefixes:
         return []
@@ -323,7 +293,7 @@ def _decode(cfg, model, prefixes, dictionary) -> list[list[int]]:
 
 def _detokenize(bpe_line: str) -> str:
     """infer.sh: ``sed 's/@@ //g'`` then ``detokenizer.perl -l en`` (sacremoses), as Tokenizer.detokenize_bpe."""
-    from biogpt_train.generate import plain_detokenize
+    from biogpt_train.generation.decode import plain_detokenize
 
     return plain_detokenize(bpe_line)
 
@@ -339,7 +309,7 @@ class Gold:
 
 def resolve_raw_dir(cfg, spec: TaskSpec) -> tuple[Optional[Path], str]:
     """(raw directory, where that choice came from) — see EvaluationConfig.raw_dir."""
-    ev = evaluation_cfg(cfg)
+    ev = cfg.evaluation
     if ev.raw_dir:
         return Path(ev.raw_dir), "evaluation.raw_dir"
     manifest = _read_manifest(data_dir(cfg))
@@ -362,7 +332,7 @@ def _data_setting(cfg, name: str, default=None):
 
 def resolve_gold(cfg, spec: TaskSpec, split: str, pmids: list[str], out_dir: Path, restrict: bool) -> Gold:
     """The gold file for ``split``: evaluation.gold, else the task's rules in order (registry docstring)."""
-    ev = evaluation_cfg(cfg)
+    ev = cfg.evaluation
     if ev.gold:
         path = Path(ev.gold)
         if not path.is_file():
@@ -475,7 +445,7 @@ def _restrict(spec: TaskSpec, gold: Gold, split: str, pmids: list[str], out_dir:
 
 
 def resolve_entities(cfg, split: str) -> Path:
-    ev = evaluation_cfg(cfg)
+    ev = cfg.evaluation
     spec = _spec(cfg)
     if ev.entities:
         cands = [Path(ev.entities)]
@@ -492,7 +462,7 @@ def resolve_entities(cfg, split: str) -> Path:
 
 
 def scorer_options(cfg, spec: TaskSpec) -> dict:
-    ev = evaluation_cfg(cfg)
+    ev = cfg.evaluation
     options = {}
     for setting, option in spec.scorer_options_from_data.items():
         value = _data_setting(cfg, setting)
@@ -508,7 +478,7 @@ def score(cfg: DictConfig, run_dir: Path) -> dict:
     from biogpt_train import distributed
 
     run_dir = Path(run_dir)
-    ev = evaluation_cfg(cfg)
+    ev = cfg.evaluation
     results_path = run_dir / ev.results_file
     info = distributed.init(cfg.trainer.device, cfg.distributed.backend, cfg.distributed.timeout_minutes)
     if info.rank != 0:
@@ -547,7 +517,7 @@ def evaluate_predictions(cfg: DictConfig, run_dir: Path) -> dict:
     from biogpt_train.scoring import score as run_scorer
 
     spec = _spec(cfg)
-    ev = evaluation_cfg(cfg)
+    ev = cfg.evaluation
     split = str(cfg.generation.subset)
     out = output_paths(cfg, run_dir, split)
     if not out["meta"].exists():
@@ -695,7 +665,7 @@ def _resolved(cfg) -> dict:
 
     out = resolved_dict(cfg)
     if "evaluation" not in out:  # the group is not registered in the schema yet: record the values used
-        out["evaluation"] = OmegaConf.to_container(evaluation_cfg(cfg), resolve=True)
+        out["evaluation"] = OmegaConf.to_container(cfg.evaluation, resolve=True)
     return out
 
 
@@ -723,4 +693,4 @@ def _software() -> dict:
     return {"biogpt_train": __version__, "python": platform.python_version(), "torch": torch.__version__}
 
 
-__all__ = ["EvaluationConfig", "generate", "score", "evaluate_predictions", "resolve_gold", "majority_baseline"]
+__all__ = ["generate", "score", "evaluate_predictions", "resolve_gold", "majority_baseline"]

@@ -1,0 +1,84 @@
+"""Datasets and batch iterators of a configured task: the prepared directory's dictionary (+ prompt symbols),
+its splits as LM blocks or prompt pairs, and fairseq's batching into an epoch iterator. Used by the trainer and by
+the decode/evaluation stages, so both see the same dictionary and the same examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from biogpt_train.data.batching import make_batches
+from biogpt_train.data.dictionary import Dictionary
+from biogpt_train.data.indexed_dataset import MMapIndexedDataset, dataset_exists
+from biogpt_train.data.iterators import EpochBatchIterator
+from biogpt_train.data.lm_dataset import LMDataset
+from biogpt_train.data.prompt_dataset import PromptDataset, prompt_ids
+from biogpt_train.data.token_block import TokenBlockDataset
+
+
+def data_dirs(cfg) -> list[Path]:
+    return [Path(p) for p in str(cfg.task.data).split(":") if p]
+
+
+def build_dictionary(cfg) -> Dictionary:
+    """dict.txt of the prepared data, plus learned1..N (and <seqsep> with prefix) appended as BioGPT's task does."""
+    path = data_dirs(cfg)[0] / "dict.txt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: prepare the data first (pipeline stage `prepare`, or "
+                                f"`python -m data_prep ...`), or point task.data at a prepared directory")
+    d = Dictionary.load(path)
+    for k in range(1, cfg.task.learned_prompt + 1):
+        d.add_symbol(f"{cfg.task.learned_prompt_pattern}{k}")
+    if cfg.task.prefix:
+        d.add_symbol(cfg.task.sep_token)
+    return d
+
+
+def load_split(cfg, d: Dictionary, split: str, epoch: int = 1):
+    """The dataset of `split`; LM shards rotate per epoch as fairseq's "a:b:c" data paths."""
+    dirs = data_dirs(cfg)
+    root = dirs[(epoch - 1) % len(dirs)] if split == cfg.task.train_subset else dirs[0]
+    if str(cfg.task.name) == "language_modeling":
+        prefix = root / split
+        if not dataset_exists(prefix):
+            raise FileNotFoundError(f"{prefix}.idx/.bin not found (language_modeling task, split {split!r})")
+        blocks = TokenBlockDataset(MMapIndexedDataset(prefix), cfg.task.tokens_per_sample,
+                                   str(cfg.task.sample_break_mode), include_targets=True, eos=d.eos(), pad=d.pad())
+        return LMDataset(blocks, pad=d.pad(), shuffle=split == cfg.task.train_subset)
+    t = cfg.task
+    pair = f"{split}.{t.source_lang}-{t.target_lang}"
+    src, tgt = root / f"{pair}.{t.source_lang}", root / f"{pair}.{t.target_lang}"
+    for prefix in (src, tgt):
+        if not dataset_exists(prefix):
+            raise FileNotFoundError(f"{prefix}.idx/.bin not found ({t.name} task, split {split!r})")
+    return PromptDataset(
+        MMapIndexedDataset(src), MMapIndexedDataset(tgt),
+        prompt_ids(d, t.manual_prompt, t.learned_prompt, t.learned_prompt_pattern),
+        ellipsis_id=d.index("..."), max_source_positions=t.max_source_positions,
+        max_target_positions=t.max_target_positions, prefix=t.prefix,
+        sep_id=d.index(t.sep_token) if t.prefix else None, mask_source_loss=t.mask_source_loss,
+        shuffle=split == t.train_subset, eos=d.eos(), pad=d.pad(),
+    )
+
+
+def max_positions(cfg, d: Dictionary, model_max: int) -> int:
+    """fairseq's resolve_max_positions: longer items are dropped from train (and are an error in valid unless
+    skip_invalid_size_inputs_valid_test). LM: the block size; prompt tasks: room left beside the prompt."""
+    t = cfg.task
+    if str(t.name) == "language_modeling":
+        return min(t.tokens_per_sample, model_max)
+    prompt = prompt_ids(d, t.manual_prompt, t.learned_prompt, t.learned_prompt_pattern)
+    return min(t.max_target_positions, model_max) - len(prompt) - (1 if t.prefix else 0)
+
+
+def make_iterator(cfg, dataset, split: str, info, epoch: int = 1, max_positions: int | None = None):
+    train = split == cfg.task.train_subset
+    dc = cfg.data
+    max_tokens = dc.max_tokens if train or dc.max_tokens_valid is None else dc.max_tokens_valid
+    batch_size = dc.batch_size if train or dc.batch_size_valid is None else dc.batch_size_valid
+    seed = cfg.seed + (epoch if dc.update_ordered_indices_seed else 0)
+    batches = make_batches(dataset, seed=seed, max_tokens=max_tokens, max_sentences=batch_size,
+                           required_batch_size_multiple=dc.required_batch_size_multiple,
+                           max_positions=max_positions, split="train" if train else split,
+                           skip_invalid=dc.skip_invalid_size_inputs_valid_test)
+    return EpochBatchIterator(batches, dataset=dataset, seed=cfg.seed, num_shards=info.world_size,
+                              shard_id=info.rank, epoch=epoch, disable_shuffling=not train)

@@ -1,0 +1,206 @@
+"""Decode with a BioGPT checkpoint: task inference as BioGPT's ``infer.sh``, or free text generation.
+
+Task decoding (reference §5.2, §6): every source line becomes ``ids + </s>`` (Moses + BPE first for raw text),
+is truncated to ``max_source_positions`` with the ``...`` marker, loses its ``</s>`` and gets the prompt
+(``learned1 .. learnedN`` or a manual prompt) appended; that prefix is forced and decoding continues greedily (by
+default) from ``</s>``. Each output line is the whole hypothesis (source + prompt words + answer) with BPE removed
+and Moses-detokenised: the text of BioGPT's ``*.detok`` files, which the task scorers parse.
+
+    python -m biogpt_train.generate task --checkpoint ckpt.pt --input data/test.x --output test.detok \\
+        --bpecodes bpecodes [--dict dict.txt] [--learned-prompt 9 | --manual-prompt "..."] \\
+        [--max-source-positions 640] [--input-format text|bpe|bin] [--batch-size 16] [--beam 1 ...]
+    python -m biogpt_train.generate text --checkpoint ckpt.pt --bpecodes bpecodes --dict dict.txt \\
+        --prompt "COVID-19 is"            # beam 5, min_len 100, max_len_b 1024 (reference §4); stdin without --prompt
+
+``--input-format bin`` reads a binarised ``{split}.x-y.x`` prefix of a prepared directory (the exact ids
+fairseq-preprocess produced). Prompt and ``max_source_positions`` default to the checkpoint's training config
+(fairseq ``cfg.task`` or ours). Python: ``decode_file``, ``decode_lines``, ``generate_text``; the pipeline stage is
+``stage(cfg, run_dir)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import List, Mapping, Optional, Sequence
+
+import torch
+
+from biogpt_train.generation.generator import generate
+
+logger = logging.getLogger("biogpt_train")
+
+TEXT_DEFAULTS = dict(beam=5, min_len=100, max_len_b=1024, lenpen=1.0)  # BioGPT's text generation example
+
+
+# --- loading -----------------------------------------------------------------------------------------------------
+def _task_option(cfg, name: str):
+    """``cfg.task.<name>`` of a training config (dict, OmegaConf or fairseq's), or ``args.<name>`` of a legacy
+    fairseq checkpoint (one flat argparse Namespace); None when absent."""
+    def get(obj, key):
+        return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
+
+    task = get(cfg, "task") if cfg is not None else None
+    if task is not None and not isinstance(task, str):
+        return get(task, name)
+    return get(cfg, name) if cfg is not None else None
+
+
+def load_for_decoding(checkpoint, dict_path=None, learned_prompt: Optional[int] = None,
+                      manual_prompt: Optional[str] = None, device=None, dtype: str = "float32"):
+    """(model, dictionary, prompt ids, training cfg) for a checkpoint in any format.
+
+    The dictionary is ``dict_path``, else the one stored in the checkpoint, else ``dict.txt`` beside it. Prompt
+    words missing from it are appended as BioGPT's task does (``learned1..N`` get the next ids); then the
+    dictionary must match the embedding rows. Without prompt arguments the checkpoint's task config decides."""
+    from biogpt_train.checkpoint import io as checkpoints
+    from biogpt_train.data.dictionary import Dictionary
+    from biogpt_train.data.prompt_dataset import prompt_ids
+
+    loaded = checkpoints.read_checkpoint(checkpoint)
+    if dict_path is not None:
+        dictionary = Dictionary.load(dict_path)
+    elif loaded.dictionary_symbols is not None:
+        dictionary = checkpoints.dictionary_from_symbols(loaded.dictionary_symbols)
+    else:
+        dictionary = checkpoints.load_dictionary(loaded)  # dict.txt beside it (+ learned tokens from its cfg)
+    if learned_prompt is None and manual_prompt is None:
+        learned_prompt = _task_option(loaded.cfg, "learned_prompt") or None
+        manual_prompt = _task_option(loaded.cfg, "manual_prompt") or None
+    words = manual_prompt.split() if manual_prompt else [f"learned{k}" for k in range(1, (learned_prompt or 0) + 1)]
+    for word in words:
+        if word not in dictionary:
+            dictionary.add_symbol(word)
+    prompt = prompt_ids(dictionary, manual_prompt=manual_prompt, learned_prompt=learned_prompt)
+    checkpoints.check_vocab(loaded.model_config, dictionary, dict_path or f"stored with {checkpoint}", checkpoint)
+    model = checkpoints.build_model(loaded)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
+    return model, dictionary, prompt, loaded.cfg
+
+
+def _make_tokenizer(dictionary, bpecodes):
+    if bpecodes is None:
+        return None
+    from biogpt_train.data.tokenizer import Tokenizer
+
+    return Tokenizer(dictionary, bpecodes)
+
+
+@functools.lru_cache(maxsize=1)
+def _moses_detokenizer():
+    from sacremoses import MosesDetokenizer
+
+    return MosesDetokenizer(lang="en")
+
+
+def plain_detokenize(bpe_line: str) -> str:
+    """``Tokenizer.detokenize_bpe`` without BPE codes (ids read from a binarised dataset need none): remove
+    "@@ ", then the Moses detokenizer."""
+    return _moses_detokenizer().detokenize((bpe_line + " ").replace("@@ ", "").rstrip().split())
+
+
+# --- task decoding -------------------------------------------------------------------------------------------
+def build_prefixes(sources: Sequence[Sequence[int]], prompt: Sequence[int], dictionary,
+                   max_source_positions: int) -> List[List[int]]:
+    """Source ids (with or without the trailing </s>) -> forced prefixes ``source(truncated) ⧺ prompt``."""
+    from biogpt_train.data.prompt_dataset import build_inference_prefix
+
+    ellipsis = dictionary.index("...")
+    return [build_inference_prefix(list(map(int, s)), prompt, max_source_positions=max_source_positions,
+                                   ellipsis_id=ellipsis, eos=dictionary.eos()) for s in sources]
+
+
+def decode_prefixes(model, prefixes: Sequence[Sequence[int]], *, batch_size: int = 16, log_every: int = 0,
+                    **gen_kwargs) -> List[List[int]]:
+    """``generate`` over batches of similar length (longest first); results in input order.
+
+    Batched decoding equals unbatched decoding, so batching only changes speed."""
+    gen_kwargs.setdefault("max_positions", model.cfg.max_positions)
+    order = sorted(range(len(prefixes)), key=lambda i: -len(prefixes[i]))
+    out: List[Optional[List[int]]] = [None] * len(prefixes)
+    start = time.perf_counter()
+    for b, first in enumerate(range(0, len(order), batch_size)):
+        idx = order[first:first + batch_size]
+        for i, hyp in zip(idx, generate(model, [prefixes[i] for i in idx], **gen_kwargs)):
+            out[i] = hyp
+        if log_every and (b + 1) % log_every == 0:
+            logger.info("generate: %d/%d examples, %.1f s", first + len(idx), len(order), time.perf_counter() - start)
+    return out
+
+
+def decode_lines(model, dictionary, lines: Sequence[str], *, prompt: Sequence[int] = (),
+                 max_source_positions: int, tokenizer=None, input_is_bpe: bool = False, batch_size: int = 16,
+                 **gen_kwargs) -> List[str]:
+    """Source lines -> output lines (``*.detok`` text). Raw text is Moses-tokenised and BPE'd by ``tokenizer``
+    (``Tokenizer.from_files``); ``input_is_bpe`` lines are used as they are (BioGPT's ``*.tok.bpe.x``)."""
+    if not input_is_bpe:
+        if tokenizer is None:
+            raise ValueError("raw text input needs a tokenizer (BPE codes); or pass input_is_bpe=True")
+        lines = tokenizer.bpe_encode_batch(list(lines))
+    sources = [dictionary.encode_line(line, append_eos=True, add_if_not_exist=False) for line in lines]
+    return decode_sources(model, dictionary, sources, prompt=prompt, max_source_positions=max_source_positions,
+                          tokenizer=tokenizer, batch_size=batch_size, **gen_kwargs)
+
+
+def decode_sources(model, dictionary, sources: Sequence[Sequence[int]], *, prompt: Sequence[int] = (),
+                   max_source_positions: int, tokenizer=None, batch_size: int = 16, **gen_kwargs) -> List[str]:
+    """Source ids (as binarised: ids + </s>) -> output lines (``*.detok`` text)."""
+    prefixes = build_prefixes(sources, prompt, dictionary, max_source_positions)
+    hyps = decode_prefixes(model, prefixes, batch_size=batch_size, log_every=50,
+                           eos=dictionary.eos(), pad=dictionary.pad(), **gen_kwargs)
+    detok = tokenizer.detokenize_bpe if tokenizer is not None else plain_detokenize
+    return [detok(dictionary.string(h)) for h in hyps]
+
+
+def decode_file(checkpoint, input, output, *, input_format: str = "text", dict_path=None, bpecodes=None,
+                learned_prompt: Optional[int] = None, manual_prompt: Optional[str] = None,
+                max_source_positions: Optional[int] = None, batch_size: int = 16, device=None,
+                dtype: str = "float32", **gen_kwargs) -> Path:
+    """Decode every example of ``input`` and write ``output`` (one line per example, atomically).
+
+    ``input_format``: ``text`` (raw lines, e.g. a prepared ``{split}.x``; needs ``bpecodes``), ``bpe`` (BPE'd
+    lines) or ``bin`` (the binarised prefix ``{split}.x-y.x``). Prompt and ``max_source_positions`` default to the
+    checkpoint's task config. ``gen_kwargs`` go to ``generate`` (beam, max_len_b, min_len, lenpen, ...)."""
+    from biogpt_train.utils import atomic_write
+
+    if input_format not in ("text", "bpe", "bin"):
+        raise ValueError(f"input_format must be text, bpe or bin, not {input_format!r}")
+    model, dictionary, prompt, cfg = load_for_decoding(checkpoint, dict_path, learned_prompt, manual_prompt,
+                                                       device, dtype)
+    if max_source_positions is None:
+        max_source_positions = _task_option(cfg, "max_source_positions")
+        if max_source_positions is None:
+            raise ValueError(f"{checkpoint} has no task.max_source_positions in its config; pass "
+                             "max_source_positions (BioGPT: 640 for relation extraction, 900 for HoC)")
+    t0 = time.perf_counter()
+    tokenizer = _make_tokenizer(dictionary, bpecodes)
+    common = dict(prompt=prompt, max_source_positions=max_source_positions, tokenizer=tokenizer,
+                  batch_size=batch_size, **gen_kwargs)
+    if input_format == "bin":
+        from biogpt_train.data.indexed_dataset import MMapIndexedDataset
+
+        data = MMapIndexedDataset(input)
+        lines = decode_sources(model, dictionary, [data[i] for i in range(len(data))], **common)
+    else:
+        src_lines = Path(input).read_text(encoding="utf-8").split("\n")
+        if src_lines[-1] == "":
+            src_lines.pop()  # after the final newline
+        lines = decode_lines(model, dictionary, src_lines, input_is_bpe=input_format == "bpe", **common)
+    atomic_write(Path(output), "".join(line + "\n" for line in lines))
+    logger.info("generate: %d examples from %s -> %s in %.1f s", len(lines), input, output, time.perf_counter() - t0)
+    return Path(output)
+
+
+# --- free text -------------------------------------------------------------------------------------------------
+def generate_text(model, tokenizer, text: str, **gen_kwargs) -> str:
+    """BioGPT's text generation: Moses + BPE the user text, force it after </s>, decode, detokenise."""
+    kwargs = {**TEXT_DEFAULTS, "max_positions": model.cfg.max_positions, **gen_kwargs}
+    prefix = tokenizer.encode(text)
+    if not prefix:
+        raise ValueError("empty prompt text")
+    return tokenizer.decode(generate(model, [prefix], **kwargs)[0])
