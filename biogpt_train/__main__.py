@@ -28,7 +28,12 @@ def _global_rank() -> int:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig):
     from biogpt_train import pipeline  # imported here so `--help`/`--cfg job` stay fast
+    from biogpt_train.config import check_known_keys
 
+    try:
+        check_known_keys(cfg)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
     return pipeline.run(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 

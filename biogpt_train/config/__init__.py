@@ -44,7 +44,9 @@ def compose(overrides: Iterable[str] = (), return_hydra_config: bool = False) ->
 
     register_configs()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        return hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+        cfg = hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+    check_known_keys(cfg)
+    return cfg
 
 
 def resolved_dict(cfg: DictConfig, drop: Optional[Iterable[str]] = ("hydra",)) -> dict:
@@ -55,5 +57,31 @@ def resolved_dict(cfg: DictConfig, drop: Optional[Iterable[str]] = ("hydra",)) -
     return out
 
 
-__all__ = ["CONF_DIR", "Config", "register_configs", "compose", "resolved_dict", "run_id"]
+def check_known_keys(cfg: DictConfig) -> None:
+    """Reject keys the schema does not know, naming the closest valid one.
+
+    Hydra's ``+key=value`` appends even to a typed config, so ``+optim.lrr=1`` or ``+trainer.max_updates=5`` (what
+    Hydra itself suggests for a typo) would otherwise be accepted and silently ignored."""
+    import dataclasses
+    import difflib
+
+    def walk(node: DictConfig, schema: DictConfig, prefix: str) -> None:
+        for key in node.keys():
+            if not prefix and key == "hydra":
+                continue
+            if key not in schema.keys():
+                known = [str(k) for k in schema.keys()]
+                close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.5)
+                hint = f"did you mean {prefix}{close[0]}?" if close else f"the keys of {prefix or 'the root'} are " \
+                       f"{', '.join(known)}"
+                raise ValueError(f"unknown config key {prefix}{key} (not in biogpt_train/config/schema.py); {hint}")
+            sub, child = schema._get_node(key), node._get_node(key)
+            if isinstance(sub, DictConfig) and isinstance(child, DictConfig) and \
+                    dataclasses.is_dataclass(OmegaConf.get_type(sub)):
+                walk(child, sub, f"{prefix}{key}.")
+
+    walk(cfg, OmegaConf.structured(Config), "")
+
+
+__all__ = ["CONF_DIR", "Config", "register_configs", "compose", "resolved_dict", "run_id", "check_known_keys"]
 

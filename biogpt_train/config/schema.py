@@ -1,7 +1,8 @@
 """The configuration schema: one dataclass per config group, registered in Hydra's ConfigStore.
 
-Values live in YAML under ``conf/<group>/``; these dataclasses only fix the key names, types and (fairseq) defaults,
-so a typo (``model.layrs=3``) or a bad value (``optim.lr=abc``) fails at compose time with a clear message.
+The defaults live here, once: fairseq's, or BioGPT's where its scripts set a value on every run (Adam betas and
+weight decay, warmup_init_lr, max_tokens). YAML under ``conf/<group>/`` exists only for real alternatives (model
+shapes, tasks, LR schedulers, DDP/FSDP, decoding presets) and the paper recipes (``conf/experiment/``). A typo (``model.layrs=3``) or a bad value (``optim.lr=abc``) fails at compose time with a clear message.
 Choices are ``str`` Enums (OmegaConf 2.3 rejects ``typing.Literal``); every nested default uses
 ``default_factory`` (mutable dataclass defaults are what broke fairseq on Python 3.11+).
 """
@@ -141,9 +142,9 @@ class DataConfig:
 class OptimConfig:
     name: OptimizerName = OptimizerName.adam
     lr: float = 5e-4  # peak learning rate
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.98])  # BioGPT's scripts; fairseq: (0.9, 0.999)
     eps: float = 1e-8
-    weight_decay: float = 0.0
+    weight_decay: float = 0.01  # BioGPT's scripts; fairseq: 0.0
     decay_all_params: bool = True  # fairseq: one group; False: no decay on biases, norms (nanoGPT's split)
     impl: AdamImpl = AdamImpl.auto
     clip_norm: float = 0.0  # 0 = no clipping; the norm is still computed and logged
@@ -156,7 +157,7 @@ class LRSchedulerConfig:
 
     name: SchedulerName = SchedulerName.inverse_sqrt
     warmup_updates: int = 4000
-    warmup_init_lr: float = -1.0  # -1: 0 (inverse_sqrt) / min_lr (cosine)
+    warmup_init_lr: float = 1e-7  # BioGPT's scripts (fairseq: -1 = 0 for inverse_sqrt, min_lr for cosine)
     end_learning_rate: float = 0.0  # polynomial_decay
     power: float = 1.0  # polynomial_decay
     total_num_update: int = 0  # polynomial_decay; 0 = trainer.max_update
@@ -185,7 +186,7 @@ class TrainerConfig:
     disable_validation: bool = False
     activation_checkpointing: bool = False
     compile: bool = False
-    tf32: bool = True
+    tf32: bool = False  # BioGPT fine-tuned in true fp32 (torch 1.12 had no TF32 by default); true: faster on Ampere+
 
 
 @dataclass
@@ -273,11 +274,11 @@ class EvaluationConfig:
 @dataclass
 class PathsConfig:
     root: str = str(REPO_ROOT)
-    runs: str = MISSING
-    data: str = MISSING
-    cache: str = MISSING
-    shared: str = MISSING
-    pretrained: str = MISSING
+    runs: str = "${paths.root}/runs"  # run directories: runs/<run_name>/<run id>
+    data: str = "${paths.root}/data-bin"  # prepared datasets (fairseq's conventional, git-ignored name)
+    cache: str = "${paths.data}/cache"  # prepared sample data of the default run
+    shared: str = "${paths.root}/../shared/data"  # raw task data and tokenizer files, read in place
+    pretrained: str = "${paths.root}/checkpoints"  # released checkpoints (Pre-trained-BioGPT/checkpoint.pt, ...)
 
 
 @dataclass
