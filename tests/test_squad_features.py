@@ -266,3 +266,44 @@ def test_postprocess_checks_row_counts(tok):
         postprocess([ex], [f, f], [[0.0] * 6], [[0.0] * 6])
     with pytest.raises(ValueError, match="question r: 3 logits for 6 tokens"):
         postprocess([ex], [f], [[0.0] * 3], [[0.0] * 3])
+
+
+def run_qa_targets(enc, start_char, end_char):
+    """HF run_qa.py's training targets for one overflow window of a fast tokenizer (the reference)."""
+    seq = enc.sequence_ids
+    first, last = seq.index(1), len(seq) - 1 - seq[::-1].index(1)
+    if not (enc.offsets[first][0] <= start_char and enc.offsets[last][1] >= end_char):
+        return 0, 0
+    while first < len(seq) and seq[first] == 1 and enc.offsets[first][0] <= start_char:
+        first += 1
+    while seq[last] == 1 and enc.offsets[last][1] >= end_char:
+        last -= 1
+    return first - 1, last + 1
+
+
+def test_windows_match_the_tokenizers_overflow_of_run_qa(tok):
+    """run_qa passes doc_stride to the tokenizer as the overlap o; our doc_stride is the step = window - o."""
+    vocab = {t: i for i, t in enumerate(SPECIAL + WORDS)}
+    for n in (1, 9, 10, 11, 17, 23, 31):
+        ctx = context_of(n)
+        examples = [example(f"a{i}", "what q", ctx, f"t{i} t{i + 1}") for i in range(n - 1)] or \
+            [example("a0", "what q", ctx, "t0")]
+        for max_len, overlap in ((10, 0), (10, 3), (14, 2), (14, 6)):
+            ref = BertWordPieceTokenizer(vocab, lowercase=True)
+            ref.enable_truncation(max_len, stride=overlap, strategy="only_second")
+            enc = ref.encode("what q", ctx)
+            windows = [enc] + enc.overflowing
+            feats = make_features(examples, tok, max_seq_length=max_len, doc_stride=max_len - 5 - overlap)
+            by_example = {}
+            for f in feats:
+                by_example.setdefault(f.example_id, []).append(f)
+            for ex in examples:
+                mine = by_example[ex.id]
+                assert [f.input_ids for f in mine] == [w.ids for w in windows], (n, max_len, overlap)
+                assert [f.token_type_ids for f in mine] == [w.type_ids for w in windows]
+                assert [f.offset_mapping for f in mine] == [
+                    [o if s == 1 else None for o, s in zip(w.offsets, w.sequence_ids)] for w in windows]
+                a = ex.answers[0]
+                span = (a["answer_start"], a["answer_start"] + len(a["text"]))
+                assert [(f.start_position, f.end_position) for f in mine] == [run_qa_targets(w, *span)
+                                                                            for w in windows]

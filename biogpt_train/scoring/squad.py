@@ -169,7 +169,7 @@ def squad_v2_scores(dataset_json: dict, predictions: dict[str, str], na_probs: O
     return out
 
 
-def squad_scores(dataset_json: dict, predictions: dict[str, str], version: int = 1, na_probs: Optional[dict] = None,
+def squad_scores(dataset_json: dict, predictions: dict[str, str], version: int, na_probs: Optional[dict] = None,
                  na_prob_thresh: float = 1.0) -> dict:
     """SQuAD EM/F1 in percent for ``version`` 1 (v1.1) or 2 (v2.0); see the module docstring."""
     if version == 1:

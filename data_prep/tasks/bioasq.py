@@ -6,8 +6,9 @@ Two inputs:
   "snippets": [{"text", ...}]}]}``. ``bioasq_to_squad`` turns each *factoid* question into one SQuAD item per
   snippet, ids ``<question id>_<k>`` with k = 001, 002, ... (BioBERT's numbering, 1-based, 3 digits), question =
   ``body``, context = the snippet text as is. The answer is the first case-insensitive occurrence in the snippet of
-  the first synonym (in ``exact_answer`` order, flattened from a list of strings or a list of lists) that occurs at
-  all; the answer text is the snippet's own characters there. A snippet with no synonym in it becomes an
+  the first synonym (in ``exact_answer`` order, flattened from a list of strings or a list of lists) that occurs as
+  a whole word (not glued to a letter or digit), else of the first that occurs at all; the answer text is the
+  snippet's own characters there. A snippet with no synonym in it becomes an
   unanswerable item (``answers: []``, ``is_impossible: true``; BioM-ELECTRA's ``qa_tasks.py`` instead forces every
   BioASQ training item to be answerable, and the HF card's SQuAD1.1 conversion keeps only answerable ones: filter
   with ``answerable_only=True``). Questions without snippets are skipped and counted. A file without any factoid
@@ -52,13 +53,15 @@ def synonyms(exact_answer, path, qid: str) -> list[str]:
 
 
 def find_answer(snippet: str, names: list[str]) -> Optional[dict]:
-    """``{"text", "answer_start"}`` of the first synonym (in order) found case-insensitively in ``snippet``."""
-    for name in names:
-        if not name.strip():
-            continue
-        m = re.search(re.escape(name), snippet, flags=re.IGNORECASE)
-        if m is not None:
-            return {"text": m.group(0), "answer_start": m.start()}
+    """``{"text", "answer_start"}`` of the first synonym (in order) found case-insensitively in ``snippet``:
+    first as a whole word (no letter or digit glued on either side, so "p53" is not taken from "TP53"), then,
+    if no synonym occurs as a whole word, anywhere."""
+    names = [n for n in names if n.strip()]
+    for pattern in (r"(?<!\w){}(?!\w)", "{}"):
+        for name in names:
+            m = re.search(pattern.format(re.escape(name)), snippet, flags=re.IGNORECASE)
+            if m is not None:
+                return {"text": m.group(0), "answer_start": m.start()}
     return None
 
 
