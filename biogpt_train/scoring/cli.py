@@ -1,6 +1,7 @@
 """Score decoded outputs with BioGPT's post-processing and official-equivalent metrics.
 
     python -m biogpt_train.score task=NAME pred=FILE gold=FILE [pmids=FILE] [entities=FILE] [format=FMT]
+    python -m biogpt_train.score task=squad_v1|squad_v2|bioasq_factoid pred=FILE gold=FILE[,FILE...] [na_probs=FILE]
 
 Prints a human-readable summary, then, as the last line of stdout, one JSON object with the metrics in percent
 (unrounded; a metric the original evaluator reports as NaN is ``null``), the counts, and ``units`` (per-document
@@ -14,6 +15,15 @@ import json
 import sys
 
 from biogpt_train.scoring import SCORERS, score
+from biogpt_train.scoring.bioasq import score_bioasq_files
+from biogpt_train.scoring.squad import score_squad_files
+
+# Extractive QA (encoder family) reads JSON files, not decoded lines: args -> result dict.
+QA_TASKS = {
+    "squad_v1": lambda a: score_squad_files(a["pred"], a["gold"], 1),
+    "squad_v2": lambda a: score_squad_files(a["pred"], a["gold"], 2, a.get("na_probs")),
+    "bioasq_factoid": lambda a: score_bioasq_files(a["pred"], a["gold"].split(",")),
+}
 
 USAGE = """usage: python -m biogpt_train.score task=NAME pred=FILE gold=FILE [pmids=FILE] [entities=FILE] [format=FMT]
 
@@ -24,9 +34,13 @@ USAGE = """usage: python -m biogpt_train.score task=NAME pred=FILE gold=FILE [pm
   pmids     one id per prediction line (relis_test.pmid); required for bc5cdr, optional otherwise
   entities  bc5cdr only: test.entities.json
   format    kd_dti/ddi only: rel-is (default), svo, is-of, htr
+
+  squad_v1/squad_v2: pred = predictions JSON {{id: text}}, gold = the SQuAD JSON, na_probs = {{id: p}} (v2 only)
+  bioasq_factoid: pred = {{id: [up to 5 ranked answers]}} (or a BioASQ submission JSON), gold = BioASQ golden
+            JSON; several comma-separated golden files (test batches) give their mean and the concatenation
 """
 
-KEYS = ("task", "pred", "gold", "pmids", "entities", "format")
+KEYS = ("task", "pred", "gold", "pmids", "entities", "format", "na_probs")
 REQUIRED = ("task", "pred", "gold")
 
 
@@ -49,8 +63,13 @@ def parse_args(argv: list[str]) -> dict[str, str]:
     missing = [k for k in REQUIRED if k not in args]
     if missing:
         raise UsageError(f"missing {', '.join(k + '=' for k in missing)}")
-    if args["task"] not in SCORERS:
+    if args["task"] not in SCORERS and args["task"] not in QA_TASKS:
         raise UsageError(f"unknown task {args['task']!r}")
+    if "na_probs" in args and args["task"] != "squad_v2":
+        raise UsageError(f"na_probs= applies to squad_v2 only, not {args['task']}")
+    extra = [k for k in ("pmids", "entities", "format") if k in args]
+    if args["task"] in QA_TASKS and extra:
+        raise UsageError(f"{args['task']} takes no {', '.join(k + '=' for k in extra)}")
     if "format" in args and args["task"] not in ("kd_dti", "ddi"):
         raise UsageError(f"format= applies to kd_dti and ddi only, not {args['task']}")
     if "entities" in args and args["task"] != "bc5cdr":
@@ -77,17 +96,20 @@ def summary(task: str, result: dict) -> str:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help", "help") for a in argv):
-        print(USAGE.format(tasks=", ".join(SCORERS)))
+        print(USAGE.format(tasks=", ".join([*SCORERS, *QA_TASKS])))
         return 0
     try:
         args = parse_args(argv)
     except UsageError as e:
-        print(f"error: {e}\n\n" + USAGE.format(tasks=", ".join(SCORERS)), file=sys.stderr)
+        print(f"error: {e}\n\n" + USAGE.format(tasks=", ".join([*SCORERS, *QA_TASKS])), file=sys.stderr)
         return 2
     options = {"target_format": args["format"]} if "format" in args else {}
     try:
-        result = score(args["task"], args["pred"], args["gold"], pmids=args.get("pmids"),
-                       entities=args.get("entities"), **options)
+        if args["task"] in QA_TASKS:
+            result = QA_TASKS[args["task"]](args)
+        else:
+            result = score(args["task"], args["pred"], args["gold"], pmids=args.get("pmids"),
+                           entities=args.get("entities"), **options)
     except (OSError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
