@@ -198,6 +198,15 @@ def test_evaluate_pubmedqa_few_shot_matches_direct_scores(tiny, tmp_path):
     with pytest.raises(TaskDataError, match="needs fewshot_path"):
         evaluate_multiple_choice(model, tok, "pubmedqa", data, num_fewshot=1)
 
+    from experiments.collect import summarise
+
+    written = json.loads(write_results(res, tmp_path / "results.json", model_label="tiny").read_text())
+    assert written["table_metrics"] == ["acc", "acc_norm", "macro_f1"]
+    acc, _, f1 = summarise([dict(written, _path="x")], bootstrap_samples=50)
+    assert acc["ci95_low"] <= acc["ours_mean"] <= acc["ci95_high"]  # per-item units: a bootstrap interval
+    assert f1["ours_mean"] == res["metrics"]["macro_f1"] and f1["ci95_low"] != f1["ci95_low"]  # none: NaN
+    assert f1["majority_baseline"] == res["baseline"]["macro_f1"]
+
 
 def test_unlabeled_split_gives_predictions_without_metrics(tiny, tmp_path):
     model, tok, _ = tiny
@@ -210,7 +219,7 @@ def test_unlabeled_split_gives_predictions_without_metrics(tiny, tmp_path):
     from experiments.collect import find_results, summarise
 
     rows = summarise(find_results([tmp_path / "run"]), bootstrap_samples=50)
-    assert [r["metric"] for r in rows] == ["acc", "acc_norm"] and all(r["seeds"] == 0 for r in rows)
+    assert [r["metric"] for r in rows] == ["acc", "acc_norm", "macro_f1"] and all(r["seeds"] == 0 for r in rows)
     assert json.loads(out.read_text())["primary"] is None
 
 

@@ -25,6 +25,9 @@ position never sees a pad, so batched scores equal unbatched ones (tests check 1
 is identical (several one-token continuations of one context: " A"/" B"/" C"/" D", " yes"/" no") share one
 forward pass: the harness's one-token-continuation cache, for any identical input row.
 
+Tokenizer interface: ``encode(text) -> list[int]`` without special tokens, ``prefix_token_id``, and optionally
+``encode_batch(texts) -> list[list[int]]`` giving the same ids (used when present: BioGPT's memoises BPE).
+
 Model interface: ``model(tokens [B, T]) -> logits [B, T, V]`` (or an object with ``.logits``).
   - pad id: ``model.cfg.padding_idx`` (BioGPT; its positions skip pads), else ``model.cfg.pad_token_id``, else 0.
     With right padding any id gives the same scores; the model's own pad lets it mask the padding.
