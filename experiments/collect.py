@@ -7,6 +7,8 @@ seeds, a 95% bootstrap interval over test documents (resampled jointly across se
 value and the difference, and the majority-class baseline when the run recorded one.
 The paper value is the one reported for the run's own model (results.json `model`: biogpt, biogpt_large);
 --paper-model compares every row with that model's numbers instead (e.g. a small model against BioGPT's).
+A result that lists `table_metrics` (the log-likelihood evaluation's acc and acc_norm) gives one row per metric,
+with per-document units from `metric_units`.
 """
 
 from __future__ import annotations
@@ -54,24 +56,36 @@ def summarise(results: list[dict], *, bootstrap_samples: int = 2000, paper_model
     rows = []
     for group, runs in sorted(groups.items()):
         first = runs[0]
-        metric = first["primary_metric"]
-        values = [r["metrics"][metric] for r in runs if r["metrics"].get(metric) is not None]
-        mean = statistics.fmean(values) if values else math.nan
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        low = high = math.nan
-        units = [r["units"] for r in runs if r.get("units")]
-        if units and len(units) == len(runs):
-            low, high = bootstrap_ci_over_seeds(units, samples=bootstrap_samples)
-        paper = paper_value(first["task"], paper_model or first.get("model", "biogpt"), metric)
-        baseline = (first.get("baseline") or {}).get(metric)
-        rows.append({
-            "task": first["task"], "model": first.get("model", ""), "group": group, "metric": metric,
-            "seeds": len(values), "ours_mean": mean, "ours_std": std, "ci95_low": low, "ci95_high": high,
-            "paper": paper, "paper_model": paper_model or first.get("model", "biogpt"),
-            "diff": (mean - paper) if paper is not None else None,
-            "majority_baseline": baseline, "split": first.get("split", ""),
-        })
+        # one row per metric in `table_metrics` (log-likelihood results: acc, acc_norm), else the primary metric
+        for metric in first.get("table_metrics") or [first["primary_metric"]]:
+            rows.append(_row(group, runs, metric, bootstrap_samples, paper_model))
     return rows
+
+
+def _units(result: dict, metric: str):
+    """Per-document units of `metric`: `metric_units[metric]`, or `units` for the primary metric."""
+    return (result.get("metric_units") or {}).get(metric) or (
+        result.get("units") if metric == result["primary_metric"] else None)
+
+
+def _row(group: str, runs: list[dict], metric: str, bootstrap_samples: int, paper_model: str | None) -> dict:
+    first = runs[0]
+    values = [r["metrics"][metric] for r in runs if r["metrics"].get(metric) is not None]
+    mean = statistics.fmean(values) if values else math.nan
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    low = high = math.nan
+    units = [_units(r, metric) for r in runs if _units(r, metric)]
+    if units and len(units) == len(runs):
+        low, high = bootstrap_ci_over_seeds(units, samples=bootstrap_samples)
+    paper = paper_value(first["task"], paper_model or first.get("model", "biogpt"), metric)
+    baseline = (first.get("baseline") or {}).get(metric)
+    return {
+        "task": first["task"], "model": first.get("model", ""), "group": group, "metric": metric,
+        "seeds": len(values), "ours_mean": mean, "ours_std": std, "ci95_low": low, "ci95_high": high,
+        "paper": paper, "paper_model": paper_model or first.get("model", "biogpt"),
+        "diff": (mean - paper) if paper is not None else None,
+        "majority_baseline": baseline, "split": first.get("split", ""),
+    }
 
 
 def _fmt(x, digits=2) -> str:

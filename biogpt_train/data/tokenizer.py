@@ -208,6 +208,12 @@ class Tokenizer:
     def __len__(self) -> int:
         return len(self.dictionary)
 
+    @property
+    def prefix_token_id(self) -> int:
+        # BioGPT reads every sequence after a leading </s> (fairseq's eos-first convention); the log-likelihood
+        # harness puts this id before the context
+        return self.dictionary.eos()
+
 
 @functools.lru_cache(maxsize=None)
 def _moses_class():
