@@ -13,6 +13,7 @@ from biogpt_train.checkpoint.hf_llama import (
 from biogpt_train.models.llama import Llama, LlamaConfig
 
 transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.usefixtures("single_torch_thread")  # tiny models: threads only contend
 
 CFG = LlamaConfig(vocab_size=67, dim=32, layers=2, heads=4, kv_heads=2, ffn_dim=48, max_positions=40,
                   norm_eps=1e-6, rope_theta=5000.0)
@@ -219,3 +220,12 @@ def test_transformers_4_style_config(saved):
     (saved / "config.json").write_text(json.dumps(cfg))
     got = read_hf_llama_config(saved)
     assert got.rope_theta == 250.0 and got.kv_heads == got.heads == 4
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "pytorch_model.bin"])
+def test_error_damaged_weight_file(saved, name):
+    for f in saved.glob("model*"):
+        f.unlink()
+    (saved / name).write_bytes(b"not weights at all")
+    with pytest.raises(HFLlamaError, match=f"{name} is not a readable"):
+        load_hf_llama(saved)

@@ -10,6 +10,7 @@ from biogpt_train.config import CONF_DIR
 from biogpt_train.models.llama import Llama, LlamaConfig, config_from_yaml_dict
 
 transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.usefixtures("single_torch_thread")  # tiny models: threads only contend
 
 BOS, EOS, PAD = 1, 2, 0
 CONFIGS = {

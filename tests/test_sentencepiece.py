@@ -94,6 +94,7 @@ def hf_pair(sp_model, tmp_path_factory):
     return hf_tokenizers(sp_model, tmp_path_factory.mktemp("hf"))
 
 
+@pytest.mark.shared_data
 def test_training_output_and_special_ids(sp_model):
     assert sp_model.name == "bio.model" and sp_model.with_suffix(".vocab").is_file()
     assert sorted(p.name for p in sp_model.parent.iterdir()) == ["bio.model", "bio.vocab"]  # no tmp left
@@ -106,6 +107,7 @@ def test_training_output_and_special_ids(sp_model):
     assert [tok.id_to_piece(i) for i in tok.encode("2024")] == ["▁", "2", "0", "2", "4"]  # split_digits
 
 
+@pytest.mark.shared_data
 def test_corner_cases_match_transformers(sp_model, hf_pair):
     tok = SentencePieceTokenizer(sp_model)
     for text in CORNER_CASES:
@@ -117,6 +119,7 @@ def test_corner_cases_match_transformers(sp_model, hf_pair):
 
 
 @pytest.mark.slow
+@pytest.mark.shared_data
 def test_every_shared_text_matches_transformers(sp_model, hf_pair):
     """~53k texts, 22 MB: about 40 s on a busy 2-core CPU (the AutoTokenizer route builds the same pipeline and is
     checked on the corner cases only)."""
@@ -158,6 +161,7 @@ def test_train_from_files(tmp_path):
         train_sentencepiece([tmp_path / "missing.txt"], tmp_path / "x", vocab_size=300)
 
 
+@pytest.mark.shared_data
 def test_pickle_round_trip(sp_model):
     tok = SentencePieceTokenizer(sp_model)
     copy = pickle.loads(pickle.dumps(tok))

@@ -140,7 +140,11 @@ def read_shard(file: Path) -> Dict[str, torch.Tensor]:
     try:
         return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError:  # legacy (non-zip) torch.save format cannot be memory-mapped
+        pass
+    try:
         return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle / zip errors of a damaged or foreign file
+        raise HFLlamaError(f"{file} is not a readable PyTorch weight file: {e}") from None
 
 
 def iter_hf_state_dict(path: PathLike) -> Iterator[Tuple[Path, Dict[str, torch.Tensor]]]:
