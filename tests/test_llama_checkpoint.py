@@ -15,7 +15,7 @@ from biogpt_train.models.llama import Llama, LlamaConfig
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.usefixtures("single_torch_thread")  # tiny models: threads only contend
 
-CFG = LlamaConfig(vocab_size=67, dim=32, layers=2, heads=4, kv_heads=2, ffn_dim=48, max_positions=40,
+CFG = LlamaConfig(vocab_size=67, embed_dim=32, layers=2, heads=4, kv_heads=2, ffn_dim=48, max_positions=40,
                   norm_eps=1e-6, rope_theta=5000.0)
 TOKENS = torch.tensor([[1, 5, 9, 30, 2, 44, 66], [1, 3, 3, 8, 12, 0, 7]])
 
@@ -23,7 +23,7 @@ TOKENS = torch.tensor([[1, 5, 9, 30, 2, 44, 66], [1, 3, 3, 8, 12, 0, 7]])
 def hf_model(cfg=CFG, seed=0, dtype=torch.float32):
     torch.manual_seed(seed)
     hc = transformers.LlamaConfig(
-        vocab_size=cfg.vocab_size, hidden_size=cfg.dim, num_hidden_layers=cfg.layers,
+        vocab_size=cfg.vocab_size, hidden_size=cfg.embed_dim, num_hidden_layers=cfg.layers,
         num_attention_heads=cfg.heads, num_key_value_heads=cfg.kv_heads, intermediate_size=cfg.ffn_dim,
         max_position_embeddings=cfg.max_positions, rms_norm_eps=cfg.norm_eps,
         rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
@@ -40,7 +40,7 @@ def write_bin(hf, out, shards: int):
     """What transformers 4.x save_pretrained(safe_serialization=False) writes (5.x only writes safetensors)."""
     hf.config.save_pretrained(out)
     sd = {k: v.clone() for k, v in hf.state_dict().items()}
-    sd["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(CFG.dim // CFG.heads // 2)  # transformers<4.31
+    sd["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(CFG.embed_dim // CFG.heads // 2)  # transformers<4.31
     if shards == 1:
         torch.save(sd, out / "pytorch_model.bin")
         return

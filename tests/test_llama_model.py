@@ -14,17 +14,17 @@ pytestmark = pytest.mark.usefixtures("single_torch_thread")  # tiny models: thre
 
 BOS, EOS, PAD = 1, 2, 0
 CONFIGS = {
-    "mha-2L-d32-h4": LlamaConfig(vocab_size=101, dim=32, layers=2, heads=4, kv_heads=4, ffn_dim=64, max_positions=64),
-    "gqa-3L-d48-h6-kv2": LlamaConfig(vocab_size=64, dim=48, layers=3, heads=6, kv_heads=2, ffn_dim=80,
+    "mha-2L-d32-h4": LlamaConfig(vocab_size=101, embed_dim=32, layers=2, heads=4, kv_heads=4, ffn_dim=64, max_positions=64),
+    "gqa-3L-d48-h6-kv2": LlamaConfig(vocab_size=64, embed_dim=48, layers=3, heads=6, kv_heads=2, ffn_dim=80,
                                      max_positions=40, norm_eps=1e-6, rope_theta=500.0),
-    "mqa-1L-d32-h4-kv1": LlamaConfig(vocab_size=50, dim=32, layers=1, heads=4, kv_heads=1, ffn_dim=88,
+    "mqa-1L-d32-h4-kv1": LlamaConfig(vocab_size=50, embed_dim=32, layers=1, heads=4, kv_heads=1, ffn_dim=88,
                                      max_positions=48),
 }
 
 
 def hf_config(cfg: LlamaConfig):
     return transformers.LlamaConfig(
-        vocab_size=cfg.vocab_size, hidden_size=cfg.dim, num_hidden_layers=cfg.layers,
+        vocab_size=cfg.vocab_size, hidden_size=cfg.embed_dim, num_hidden_layers=cfg.layers,
         num_attention_heads=cfg.heads, num_key_value_heads=cfg.kv_heads, intermediate_size=cfg.ffn_dim,
         max_position_embeddings=cfg.max_positions, rms_norm_eps=cfg.norm_eps,
         rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
@@ -107,7 +107,7 @@ def test_left_padding_matches_transformers_generate_positions(name):
 
 
 def test_tied_embeddings_match_transformers():
-    cfg = LlamaConfig(vocab_size=70, dim=32, layers=2, heads=4, kv_heads=2, ffn_dim=64, max_positions=32,
+    cfg = LlamaConfig(vocab_size=70, embed_dim=32, layers=2, heads=4, kv_heads=2, ffn_dim=64, max_positions=32,
                       tie_embeddings=True)
     ours, hf = make_pair(cfg)
     assert ours.lm_head.weight is ours.model.embed_tokens.weight
@@ -139,7 +139,7 @@ def test_cache_step_by_step_equals_full_forward(name):
         parts += [ours(tokens[:, t : t + 1], cache=cache) for t in range(6, 11)]
         parts.append(ours(tokens[:, 11:], cache=cache))  # a block after cached positions
     assert cache.length == 15 and cache.max_len == 20
-    assert cache.k.shape == (cfg.layers, 2, cfg.kv_heads, 20, cfg.dim // cfg.heads)  # kv heads only (GQA)
+    assert cache.k.shape == (cfg.layers, 2, cfg.kv_heads, 20, cfg.embed_dim // cfg.heads)  # kv heads only (GQA)
     assert (torch.cat(parts, 1) - full).abs().max().item() <= 1e-5
 
 
@@ -265,12 +265,12 @@ def test_forward_errors():
     with pytest.raises(ValueError, match="KV cache holds 4 positions"):
         model(torch.zeros(1, 5, dtype=torch.long), cache=cache)
     with pytest.raises(ValueError, match="not a multiple of kv_heads"):
-        LlamaConfig(vocab_size=10, dim=32, layers=1, heads=4, kv_heads=3, ffn_dim=8, max_positions=8)
+        LlamaConfig(vocab_size=10, embed_dim=32, layers=1, heads=4, kv_heads=3, ffn_dim=8, max_positions=8)
 
 
 @pytest.mark.parametrize("tied", [False, True])
 def test_resize_vocab_keeps_old_rows(tied):
-    cfg = LlamaConfig(vocab_size=40, dim=32, layers=1, heads=4, kv_heads=2, ffn_dim=64, max_positions=16,
+    cfg = LlamaConfig(vocab_size=40, embed_dim=32, layers=1, heads=4, kv_heads=2, ffn_dim=64, max_positions=16,
                       tie_embeddings=tied)
     torch.manual_seed(0)
     model = Llama(cfg).eval()
@@ -289,7 +289,7 @@ def test_resize_vocab_keeps_old_rows(tied):
 
 
 def test_dropout_only_in_training():
-    cfg = LlamaConfig(vocab_size=30, dim=32, layers=1, heads=4, kv_heads=4, ffn_dim=64, max_positions=16,
+    cfg = LlamaConfig(vocab_size=30, embed_dim=32, layers=1, heads=4, kv_heads=4, ffn_dim=64, max_positions=16,
                       dropout=0.5, attention_dropout=0.5)
     model = Llama(cfg)
     tokens = torch.randint(0, 30, (2, 8))
@@ -320,7 +320,7 @@ def test_preset_yaml_keys_are_config_fields(name):
 @pytest.mark.parametrize("name,eps", [("biomedgpt_lm_7b", 1e-6), ("llama2_7b", 1e-5)])
 def test_7b_parameter_count_on_meta(name, eps):
     cfg = config_from_yaml_dict(read_preset(name))
-    assert (cfg.vocab_size, cfg.dim, cfg.layers, cfg.heads, cfg.kv_heads, cfg.ffn_dim, cfg.max_positions) == (
+    assert (cfg.vocab_size, cfg.embed_dim, cfg.layers, cfg.heads, cfg.kv_heads, cfg.ffn_dim, cfg.max_positions) == (
         32000, 4096, 32, 32, 32, 11008, 4096)
     assert cfg.norm_eps == eps and cfg.rope_theta == 10000.0 and not cfg.tie_embeddings
     with torch.device("meta"):
@@ -336,7 +336,7 @@ def test_small_presets_build_with_tokenizer_vocab():
         Llama(cfg)(torch.zeros(1, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="no vocab_size"):
         config_from_yaml_dict(read_preset("llama_tiny"))
-    with pytest.raises(ValueError, match=r"unknown Llama model keys \['embed_dim'\]"):
-        config_from_yaml_dict({**read_preset("llama_tiny"), "embed_dim": 3}, vocab_size=10)
+    with pytest.raises(ValueError, match=r"unknown Llama model keys \[.dim.\]"):
+        config_from_yaml_dict({**read_preset("llama_tiny"), "dim": 3}, vocab_size=10)
     # vocab_size= overrides the file's
     assert config_from_yaml_dict(read_preset("llama2_7b"), vocab_size=32001).vocab_size == 32001

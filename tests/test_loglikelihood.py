@@ -10,7 +10,7 @@ import torch
 from biogpt_train.evaluation.loglikelihood import (LoglikelihoodError, accepts_attention_mask, encode_pairs,
                                                    loglikelihood, loglikelihood_tokens, model_max_length,
                                                    model_pad_id, split_trailing_space)
-from biogpt_train.model.transformer_lm import ModelConfig, TransformerLM
+from biogpt_train.models.biogpt import ModelConfig, TransformerLM
 
 EOS, PAD = 2, 1
 
@@ -130,7 +130,7 @@ def test_ids_are_what_the_harness_feeds_with_biogpt_tokenizer(biogpt_tokenizer_f
 @pytest.mark.slow  # importing transformers' BioGPT takes most of its ~5 s
 def test_scores_equal_transformers_biogpt_on_the_same_weights():
     transformers = pytest.importorskip("transformers")
-    from biogpt_train.checkpoints import fairseq_to_hf_keys, hf_config
+    from biogpt_train.checkpoint.io import fairseq_to_hf_keys, hf_config
 
     model = tiny_model()
     hf = transformers.BioGptForCausalLM(transformers.BioGptConfig(**hf_config(model.cfg))).eval()

@@ -154,10 +154,10 @@ WORDS = [".", ",", ":", "?", "the", "th@@", *CHARS, *(c + "@@" for c in CHARS)]
 @pytest.fixture
 def tiny(tmp_path):
     """dict.txt + bpecodes, a tiny random BioGPT saved as a native checkpoint beside them, and its tokenizer."""
-    from biogpt_train.checkpoints import save_native
+    from biogpt_train.checkpoint.io import save_native
     from biogpt_train.data.dictionary import Dictionary
     from biogpt_train.data.tokenizer import Tokenizer
-    from biogpt_train.model.transformer_lm import ModelConfig, TransformerLM
+    from biogpt_train.models.biogpt import ModelConfig, TransformerLM
 
     d = tmp_path / "model"
     d.mkdir()
@@ -225,7 +225,7 @@ def test_unlabeled_split_gives_predictions_without_metrics(tiny, tmp_path):
 
 def test_pubmedqa_real_data_with_the_biogpt_tokenizer(biogpt_tokenizer_files):
     from biogpt_train.data.tokenizer import Tokenizer
-    from biogpt_train.model.transformer_lm import ModelConfig, TransformerLM
+    from biogpt_train.models.biogpt import ModelConfig, TransformerLM
 
     tok = Tokenizer.from_files(*biogpt_tokenizer_files)
     torch.manual_seed(0)
@@ -291,7 +291,7 @@ def test_cli_end_to_end_and_collect_table(tiny, tmp_path, capsys):
 
 
 def test_load_tokenizer_beside_hf_directory_and_stored_dictionary(tiny, tmp_path):
-    from biogpt_train.checkpoints import CheckpointError, export_hf, save_native
+    from biogpt_train.checkpoint.io import CheckpointError, export_hf, save_native
     from biogpt_train.evaluation.cli import _load_tokenizer
 
     model, tok, d = tiny

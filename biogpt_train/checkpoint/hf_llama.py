@@ -88,7 +88,7 @@ def read_hf_llama_config(path: PathLike) -> LlamaConfig:
             raise HFLlamaError(f"{cfg_path}: head_dim {head_dim} != hidden_size / num_attention_heads; not supported")
         return LlamaConfig(
             vocab_size=int(cfg["vocab_size"]),
-            dim=hidden,
+            embed_dim=hidden,
             layers=int(cfg["num_hidden_layers"]),
             heads=heads,
             kv_heads=int(cfg.get("num_key_value_heads") or heads),
@@ -196,7 +196,7 @@ def hf_config_dict(cfg: LlamaConfig, dtype: torch.dtype, bos_id: int = 1, eos_id
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
-        "hidden_size": cfg.dim,
+        "hidden_size": cfg.embed_dim,
         "intermediate_size": cfg.ffn_dim,
         "num_attention_heads": cfg.heads,
         "num_key_value_heads": cfg.kv_heads,

@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from biogpt_train.models.biogpt import ModelConfig, TransformerLM
+from biogpt_train.distributed.parallelize import unwrap
 from biogpt_train.utils import atomic_path, atomic_write
 
 NATIVE_FORMAT, NATIVE_VERSION = "biogpt_train", 1
@@ -99,14 +100,6 @@ def _list(names, limit=20) -> str:
     names = sorted(names)
     more = f" ... and {len(names) - limit} more" if len(names) > limit else ""
     return ", ".join(names[:limit]) + more
-
-
-def _unwrap(model):
-    """The plain TransformerLM inside DDP/FSDP/torch.compile wrappers."""
-    for attr in ("module", "_orig_mod"):
-        while hasattr(model, attr) and not isinstance(model, TransformerLM):
-            model = getattr(model, attr)
-    return model
 
 
 # --- model config from a fairseq cfg or from shapes ----------------------------------------------------------
@@ -443,7 +436,7 @@ def _cpu_state_dict(model: TransformerLM) -> dict:
 
 def save_native(path, model, dictionary, cfg=None, extra=None) -> Path:
     """Atomically write a native checkpoint; `extra` adds top-level entries such as `train_state`."""
-    model = _unwrap(model)
+    model = unwrap(model)
     symbols = _symbols(dictionary)
     if symbols is not None:
         check_vocab(model.cfg, symbols, None, path)
@@ -499,7 +492,7 @@ def export_hf(model, dictionary, bpecodes, out_dir) -> Path:
 
     Files are written one by one atomically; model.safetensors stores the tied projection once (HF re-ties it).
     """
-    model = _unwrap(model)
+    model = unwrap(model)
     out = Path(out_dir)
     if bpecodes is None or not Path(bpecodes).is_file():
         raise CheckpointError(f"HF export needs the BPE codes (bpecodes / merges.txt) for merges.txt; got {bpecodes}")

@@ -83,20 +83,35 @@ class DataParallel(StrEnum):
     fsdp = "fsdp"  # torch fully_shard (FSDP2), one unit per decoder layer + the root
 
 
+class ModelFamily(StrEnum):
+    biogpt = "biogpt"  # biogpt_train/models/biogpt.py
+    llama = "llama"  # biogpt_train/models/llama.py
+
+
 @dataclass
 class ModelConfig:
-    """Decoder shape (``biogpt_train.models.biogpt.ModelConfig`` minus the vocabulary, which comes from
-    the dictionary). ``arch`` names the preset the values were copied from (``conf/model/<arch>.yaml``)."""
+    """A model shape, with one key vocabulary for every family (``biogpt_train.models.model_config`` maps it to
+    the family's dataclass). ``conf/model/<arch>.yaml`` holds the named shapes; a key left null takes the family's
+    default, and a key a family does not use must stay null. The vocabulary comes from the tokenizer/dictionary."""
 
+    family: ModelFamily = ModelFamily.biogpt
     arch: str = "small"
+    vocab_size: Optional[int] = None  # null: the dictionary's / tokenizer's size
     embed_dim: int = 512
     layers: int = 6
     heads: int = 8
     ffn_dim: int = 2048
     max_positions: int = 1024
-    dropout: float = 0.1
-    attention_dropout: float = 0.1
-    activation_dropout: float = 0.0
+    dropout: Optional[float] = None  # biogpt: 0.1; llama: 0.0
+    attention_dropout: Optional[float] = None  # biogpt: 0.1; llama: 0.0
+    activation_dropout: Optional[float] = None  # biogpt only (0.0)
+    # llama
+    kv_heads: Optional[int] = None  # grouped-query attention: kv_heads < heads
+    norm_eps: Optional[float] = None  # RMSNorm epsilon (Llama-2: 1e-5, BioMedGPT-LM: 1e-6)
+    rope_theta: Optional[float] = None
+    tie_embeddings: Optional[bool] = None
+    initializer_range: Optional[float] = None
+    pad_id: Optional[int] = None
 
 
 @dataclass

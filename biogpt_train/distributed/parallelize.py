@@ -17,7 +17,16 @@ from torch.utils.checkpoint import checkpoint
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    return model.decoder.layers
+    """The repeated blocks of any family (each model class names them in its `blocks` property)."""
+    return model.blocks
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside DDP (`.module`) and torch.compile (`._orig_mod`) wrappers; FSDP2 does not wrap."""
+    while isinstance(getattr(model, "module", None), nn.Module) or isinstance(getattr(model, "_orig_mod", None),
+                                                                               nn.Module):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model
 
 
 def apply_activation_checkpointing(model: nn.Module) -> nn.Module:

@@ -28,7 +28,7 @@ def _load_tokenizer(path, dict_path=None, bpecodes=None):
     dict.txt / dict.x.txt beside it, else the dictionary stored in the checkpoint; ``bpecodes``, else bpecodes /
     merges.txt beside it.
     """
-    from biogpt_train import checkpoints
+    from biogpt_train.checkpoint import io as checkpoints
     from biogpt_train.data.dictionary import Dictionary
     from biogpt_train.data.tokenizer import Tokenizer
 

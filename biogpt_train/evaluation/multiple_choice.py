@@ -388,9 +388,9 @@ def default_group(model_label: str, task: str, num_fewshot: int) -> str:
 def write_results(result: dict, path, *, model_label: str, group: Optional[str] = None,
                   split: Optional[str] = None, checkpoint=None, extra: Optional[dict] = None) -> Path:
     """Write ``result`` (from ``evaluate_multiple_choice``) as a results.json in the generative tasks' format
-    (``biogpt_train.evaluate``), plus the per-item predictions as JSON lines beside it
+    (``biogpt_train.pipeline.evaluate``), plus the per-item predictions as JSON lines beside it
     (``{stem}.predictions.jsonl``). ``experiments.collect`` shows one row per metric in ``table_metrics``."""
-    from biogpt_train.evaluate import RESULTS_FORMAT  # one format for generative and log-likelihood results
+    from biogpt_train.pipeline.evaluate import RESULTS_FORMAT  # one format for generative and log-likelihood results
 
     path = Path(path)
     opts = result["options"]

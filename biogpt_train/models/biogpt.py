@@ -234,6 +234,11 @@ class TransformerLM(nn.Module):
         self.decoder.output_projection.weight = new.weight
         self.cfg.vocab_size = new_size
 
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The repeated layers (what activation checkpointing, compile and FSDP apply to)."""
+        return self.decoder.layers
+
     def num_parameters(self) -> int:
         """Number of distinct parameters (the tied output projection counts once)."""
         return sum(p.numel() for p in self.parameters())

@@ -17,13 +17,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from biogpt_train.model.transformer_lm import KVCache
+from biogpt_train.models.biogpt import KVCache
 
 
 @dataclass
 class LlamaConfig:
     vocab_size: int
-    dim: int
+    embed_dim: int
     layers: int
     heads: int
     kv_heads: int
@@ -38,16 +38,16 @@ class LlamaConfig:
     initializer_range: float = 0.02
 
     def __post_init__(self):
-        if self.dim % self.heads:
-            raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
+        if self.embed_dim % self.heads:
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by heads {self.heads}")
         if self.heads % self.kv_heads:
             raise ValueError(f"heads {self.heads} is not a multiple of kv_heads {self.kv_heads}")
-        if (self.dim // self.heads) % 2:
-            raise ValueError(f"rotary embeddings need an even head dim, got {self.dim // self.heads}")
+        if (self.embed_dim // self.heads) % 2:
+            raise ValueError(f"rotary embeddings need an even head dim, got {self.embed_dim // self.heads}")
 
     @property
     def head_dim(self) -> int:
-        return self.dim // self.heads
+        return self.embed_dim // self.heads
 
 
 def config_from_yaml_dict(d: dict, vocab_size: Optional[int] = None) -> LlamaConfig:
@@ -97,10 +97,10 @@ class Attention(nn.Module):
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = cfg.heads, cfg.kv_heads, cfg.head_dim
         self.dropout = cfg.attention_dropout
-        self.q_proj = nn.Linear(cfg.dim, cfg.heads * cfg.head_dim, bias=False)
-        self.k_proj = nn.Linear(cfg.dim, cfg.kv_heads * cfg.head_dim, bias=False)
-        self.v_proj = nn.Linear(cfg.dim, cfg.kv_heads * cfg.head_dim, bias=False)
-        self.o_proj = nn.Linear(cfg.heads * cfg.head_dim, cfg.dim, bias=False)
+        self.q_proj = nn.Linear(cfg.embed_dim, cfg.heads * cfg.head_dim, bias=False)
+        self.k_proj = nn.Linear(cfg.embed_dim, cfg.kv_heads * cfg.head_dim, bias=False)
+        self.v_proj = nn.Linear(cfg.embed_dim, cfg.kv_heads * cfg.head_dim, bias=False)
+        self.o_proj = nn.Linear(cfg.heads * cfg.head_dim, cfg.embed_dim, bias=False)
 
     def forward(self, x, cos, sin, attn_mask, is_causal, cache, layer):
         B, T, _ = x.shape
@@ -124,9 +124,9 @@ class MLP(nn.Module):
 
     def __init__(self, cfg: LlamaConfig):
         super().__init__()
-        self.gate_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
-        self.up_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
-        self.down_proj = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
+        self.gate_proj = nn.Linear(cfg.embed_dim, cfg.ffn_dim, bias=False)
+        self.up_proj = nn.Linear(cfg.embed_dim, cfg.ffn_dim, bias=False)
+        self.down_proj = nn.Linear(cfg.ffn_dim, cfg.embed_dim, bias=False)
 
     def forward(self, x):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -139,8 +139,8 @@ class DecoderLayer(nn.Module):
         super().__init__()
         self.self_attn = Attention(cfg)
         self.mlp = MLP(cfg)
-        self.input_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.post_attention_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.input_layernorm = RMSNorm(cfg.embed_dim, cfg.norm_eps)
+        self.post_attention_layernorm = RMSNorm(cfg.embed_dim, cfg.norm_eps)
         self.dropout = cfg.dropout
 
     def forward(self, x, cos, sin, attn_mask, is_causal, cache, layer):
@@ -155,9 +155,9 @@ class LlamaModel(nn.Module):
 
     def __init__(self, cfg: LlamaConfig):
         super().__init__()
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.embed_dim)
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.layers))
-        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.norm = RMSNorm(cfg.embed_dim, cfg.norm_eps)
 
 
 # --- the language model ----------------------------------------------------------------------------------------
@@ -168,7 +168,7 @@ class Llama(nn.Module):
         super().__init__()
         self.cfg = replace(cfg)  # own copy: resize_vocab updates it
         self.model = LlamaModel(self.cfg)
-        self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.lm_head = nn.Linear(cfg.embed_dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         self.reset_parameters()
@@ -253,11 +253,16 @@ class Llama(nn.Module):
                     nn.init.zeros_(new[old_size:])
             return nn.Parameter(new, requires_grad=old.requires_grad)
 
-        self.model.embed_tokens = nn.Embedding(new_size, self.cfg.dim, device="meta")
+        self.model.embed_tokens = nn.Embedding(new_size, self.cfg.embed_dim, device="meta")
         self.model.embed_tokens.weight = grown(old_emb)
-        self.lm_head = nn.Linear(self.cfg.dim, new_size, bias=False, device="meta")
+        self.lm_head = nn.Linear(self.cfg.embed_dim, new_size, bias=False, device="meta")
         self.lm_head.weight = self.model.embed_tokens.weight if self.cfg.tie_embeddings else grown(old_head)
         self.cfg.vocab_size = new_size
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The repeated layers (what activation checkpointing, compile and FSDP apply to)."""
+        return self.model.layers
 
     def num_parameters(self) -> int:
         """Number of distinct parameters (a tied lm_head counts once)."""

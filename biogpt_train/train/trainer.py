@@ -31,7 +31,7 @@ from biogpt_train.config import resolved_dict
 from biogpt_train.data.iterators import EpochBatchIterator, group
 from biogpt_train.data.splits import build_dictionary, data_dirs, load_split, make_iterator, max_positions
 from biogpt_train.logging import IntervalMeter, MetricWriter, base2, memory_gb, perplexity
-from biogpt_train.models.biogpt import ModelConfig, TransformerLM
+from biogpt_train.models import build_model, model_config
 from biogpt_train.train.lr_schedulers import get_lr
 from biogpt_train.train.optim import build_optimizer, set_lr
 from biogpt_train.train.precision import DynamicLossScaler, autocast, default_scale_window
@@ -72,6 +72,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.set_float32_matmul_precision("high" if cfg.trainer.tf32 else "highest")
 
+        self.family = str(cfg.model.family)
         self.dictionary = build_dictionary(cfg)
         resume = self._find_resume()
         self.raw_model = self._build_model(resume)  # weights loaded before wrapping: FSDP shards the loaded values
@@ -104,22 +105,20 @@ class Trainer:
                              "changed since the checkpoint was written")
         return obj
 
-    def _model_config(self, vocab_size: int) -> ModelConfig:
-        m = self.cfg.model
-        return ModelConfig(vocab_size=vocab_size, embed_dim=m.embed_dim, layers=m.layers, heads=m.heads,
-                           ffn_dim=m.ffn_dim, max_positions=m.max_positions, dropout=m.dropout,
-                           attention_dropout=m.attention_dropout, activation_dropout=m.activation_dropout,
-                           padding_idx=self.dictionary.pad())
+    def _model_config(self, vocab_size: int):
+        """The family's config dataclass for cfg.model with this vocabulary (and the dictionary's pad id)."""
+        pad = {"biogpt": {"padding_idx": self.dictionary.pad()}}.get(str(self.cfg.model.family), {})
+        return model_config(self.cfg.model, vocab_size, **pad)
 
-    def _build_model(self, resume: dict | None) -> TransformerLM:
+    def _build_model(self, resume: dict | None) -> torch.nn.Module:
         vocab = len(self.dictionary)
         if resume is not None:
-            model = TransformerLM(self._model_config(vocab))
+            model = build_model(self.family, self._model_config(vocab))
             model.load_state_dict(resume["model"], strict=True)
             return model
         src = self.cfg.checkpoint.finetune_from
         if not src:
-            return TransformerLM(self._model_config(vocab))
+            return build_model(self.family, self._model_config(vocab))
         # first launch of a fine-tuning run: weights only (optimizer, scheduler, iterator start fresh)
         loaded = read_checkpoint(src)
         mc, m = loaded.model_config, self.cfg.model
@@ -134,7 +133,7 @@ class Trainer:
                              "+ prompts; the data was prepared with another dictionary")
         if not mc.vocab_size <= vocab:
             raise ValueError(f"{src}: {mc.vocab_size} embedding rows but the dictionary (+ prompts) has only {vocab}")
-        model = TransformerLM(self._model_config(mc.vocab_size))
+        model = build_model(self.family, self._model_config(mc.vocab_size))
         model.load_state_dict(loaded.state_dict, strict=True)
         if mc.vocab_size < vocab:  # learned1..N etc.: new rows N(0, d^-0.5), as BioGPT (reference §2.5)
             logger.info("growing the vocabulary %d -> %d rows for added symbols", mc.vocab_size, vocab)
