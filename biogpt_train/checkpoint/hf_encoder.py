@@ -58,7 +58,8 @@ COMMON_DEFAULTS = dict(hidden_act="gelu", hidden_dropout_prob=0.1, attention_pro
 # config.json keys this module writes itself (everything else from a loaded config.json is carried over)
 OWN_KEYS = ("architectures", "model_type", "dtype", "torch_dtype", "transformers_version", "_name_or_path",
             "vocab_size", "embedding_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-            "intermediate_size", *COMMON_DEFAULTS, "tie_word_embeddings")
+            "intermediate_size", *(k for k in COMMON_DEFAULTS if k != "position_embedding_type"),
+            "tie_word_embeddings")  # position_embedding_type: validated as "absolute" and carried over as found
 
 
 class EncoderCheckpointError(ValueError):
@@ -271,7 +272,7 @@ def hf_config_dict(model: nn.Module) -> dict:
         "intermediate_size": cfg.ffn_dim, "hidden_act": cfg.hidden_act, "hidden_dropout_prob": cfg.dropout,
         "attention_probs_dropout_prob": cfg.attention_dropout, "max_position_embeddings": cfg.max_positions,
         "type_vocab_size": cfg.type_vocab_size, "initializer_range": cfg.initializer_range,
-        "layer_norm_eps": cfg.layer_norm_eps, "pad_token_id": cfg.pad_id, "position_embedding_type": "absolute",
+        "layer_norm_eps": cfg.layer_norm_eps, "pad_token_id": cfg.pad_id,
         "classifier_dropout": cfg.classifier_dropout, "dtype": str(dtype).removeprefix("torch."),
     })
     if head == "mlm":
