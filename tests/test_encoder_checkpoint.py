@@ -107,7 +107,8 @@ def test_new_head_on_a_pretrained_discriminator(tmp_path):
     assert torch.equal(qa.qa_outputs.bias, torch.zeros(2)) and qa.qa_outputs.weight.std() < 0.05
     cls = load_hf_encoder(tmp_path, head="cls", num_labels=5)
     assert cls.classifier.out_proj.weight.shape == (5, 32)
-    assert json.loads((save_hf_encoder(cls, tmp_path / "cls") / "config.json").read_text())["id2label"]["4"] == "LABEL_4"
+    saved = json.loads((save_hf_encoder(cls, tmp_path / "cls") / "config.json").read_text())
+    assert saved["id2label"]["4"] == "LABEL_4"
 
 
 def test_errors_name_the_problem(tmp_path):
@@ -119,8 +120,8 @@ def test_errors_name_the_problem(tmp_path):
     bad.mkdir()
     (bad / "model.safetensors").write_bytes((tmp_path / "model.safetensors").read_bytes())
     (bad / "config.json").write_text(json.dumps({**config, "vocab_size": 120}))
-    with pytest.raises(EncoderCheckpointError, match=r"'electra\.embeddings\.word_embeddings\.weight' has shape "
-                                                     r"\(97, 24\) in the checkpoint but config\.json gives \(120, 24\)"):
+    shape_msg = r"'electra\.embeddings\.word_embeddings\.weight' has shape \(97, 24\) in the checkpoint but config"
+    with pytest.raises(EncoderCheckpointError, match=shape_msg + r"\.json gives \(120, 24\)"):
         load_hf_encoder(bad)
 
     write_vocab(tmp_path / "vocab.txt", cfg.vocab_size + 3)
@@ -152,3 +153,22 @@ def test_errors_name_the_problem(tmp_path):
     with pytest.raises(EncoderCheckpointError, match="head 'mlm' is not available for model_type 'bert'"):
         hf_model(tiny_cfg("bert"), "qa").save_pretrained(tmp_path / "bert")
         load_hf_encoder(tmp_path / "bert", head="mlm")
+
+
+def test_pretraining_pair_exports_both_halves(tmp_path, single_torch_thread):
+    import transformers
+
+    from biogpt_train.train.electra_objective import ElectraPretraining
+
+    torch.manual_seed(0)
+    pair = ElectraPretraining(tiny_cfg(), mask_id=4, generator_size=0.5).eval()
+    ids, am, tt = padded_batch(97)
+    for half, name, hf_cls in ((pair.discriminator, "disc", "ElectraForPreTraining"),
+                               (pair.generator, "gen", "ElectraForMaskedLM")):
+        save_hf_encoder(half, tmp_path / name)
+        ref = getattr(transformers, hf_cls).from_pretrained(tmp_path / name, attn_implementation="eager").eval()
+        keep = am.bool()
+        torch.testing.assert_close(outputs(half, "x", ids, am, tt, False)[0][keep],
+                                   outputs(ref, "x", ids, am, tt, True)[0][keep], atol=1e-5, rtol=1e-5)
+    gen_cfg = json.loads((tmp_path / "gen" / "config.json").read_text())
+    assert (gen_cfg["hidden_size"], gen_cfg["embedding_size"], gen_cfg["num_attention_heads"]) == (16, 24, 1)

@@ -94,6 +94,7 @@ def test_train_wordpiece_from_files(tmp_path):
     assert not list((tmp_path / "out").glob("*.tmp"))
 
 
+@pytest.mark.shared_data
 def test_trained_vocab_on_pretrain_corpus(trained_vocab):
     tok = WordPieceTokenizer(trained_vocab / "vocab.txt")
     assert 7000 < len(tok) <= 8000
@@ -146,6 +147,7 @@ def _compare(tok, ref, texts):
 
 
 @pytest.mark.slow
+@pytest.mark.shared_data
 def test_every_shared_text_matches_transformers(trained_vocab):
     """Every word of every text in ../shared/data (unique words, 1000 per line: BERT's pre-tokenizer splits at
     whitespace anyway), then whole texts (normalizer + pre-tokenizer + WordPiece) on every 10th unique text."""

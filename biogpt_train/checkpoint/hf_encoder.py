@@ -186,16 +186,18 @@ def _adapt_state_dict(model: nn.Module, sd: Dict[str, torch.Tensor], where: str,
         sd = {k: v for k, v in sd.items() if k not in unexpected}
         unexpected = []
     if unexpected:
-        raise EncoderCheckpointError(f"{where}: unexpected tensors {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}"
-                                     f" for {type(model).__name__} ({cfg.style}); wrong architecture in config.json?")
+        more = " ..." if len(unexpected) > 8 else ""
+        raise EncoderCheckpointError(f"{where}: unexpected tensors {unexpected[:8]}{more} for "
+                                     f"{type(model).__name__} ({cfg.style}); wrong architecture in config.json?")
     if missing and not same_head and all(is_head(k) for k in missing):
         log.info("%s: initialising new head tensors: %s", where, ", ".join(missing))
         for k in missing:
             sd[k] = _fresh_tensor(k, expected[k].shape, cfg.initializer_range)
         missing = []
     if missing:
-        raise EncoderCheckpointError(f"{where}: missing tensors {missing[:8]}{' ...' if len(missing) > 8 else ''} "
-                                     f"for {type(model).__name__} ({cfg.style}); truncated or foreign checkpoint?")
+        more = " ..." if len(missing) > 8 else ""
+        raise EncoderCheckpointError(f"{where}: missing tensors {missing[:8]}{more} for "
+                                     f"{type(model).__name__} ({cfg.style}); truncated or foreign checkpoint?")
     for k, v in sd.items():
         if tuple(v.shape) != tuple(expected[k].shape):
             raise EncoderCheckpointError(f"{where}: tensor {k!r} has shape {tuple(v.shape)} in the checkpoint but "

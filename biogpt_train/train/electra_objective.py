@@ -90,7 +90,9 @@ def electra_loss(generator_model: ElectraGenerator, discriminator_model: Electra
     tt = batch.get("token_type_ids")
     special = batch.get("special_mask")
     if special is None:
-        special = torch.isin(ids, torch.tensor(list(special_ids), device=ids.device, dtype=ids.dtype))
+        special = torch.zeros_like(ids, dtype=torch.bool)
+        for s in special_ids:  # scalar compares: no host-to-device copy
+            special |= ids == s
         if am is not None:
             special = special | ~am.bool()
     m = mask_tokens(ids, special, mask_id=mask_id, mask_prob=mask_prob, attention_mask=am,
