@@ -23,7 +23,7 @@ HF_CLASSES = {
 
 def tiny_cfg(style="electra", **kw) -> EncoderConfig:
     emb = 24 if style == "electra" else 32  # ELECTRA: embedding_size != hidden_size -> embeddings_project
-    base = dict(vocab_size=97, embedding_size=emb, hidden_size=32, layers=2, heads=4, ffn_dim=64, max_positions=40,
+    base = dict(vocab_size=97, embedding_size=emb, embed_dim=32, layers=2, heads=4, ffn_dim=64, max_positions=40,
                 type_vocab_size=2, dropout=0.0, attention_dropout=0.0, style=style)
     return EncoderConfig(**{**base, **kw})
 
@@ -34,7 +34,7 @@ def hf_model(cfg: EncoderConfig, head: str, num_labels: int = 3, seed: int = 0):
 
     Config = transformers.ElectraConfig if cfg.style == "electra" else transformers.BertConfig
     extra = {"embedding_size": cfg.embedding_size} if cfg.style == "electra" else {}
-    hc = Config(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.layers,
+    hc = Config(vocab_size=cfg.vocab_size, hidden_size=cfg.embed_dim, num_hidden_layers=cfg.layers,
                 num_attention_heads=cfg.heads, intermediate_size=cfg.ffn_dim, max_position_embeddings=cfg.max_positions,
                 type_vocab_size=cfg.type_vocab_size, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
                 num_labels=num_labels if head == "cls" else 2, attn_implementation="eager", **extra)
@@ -127,21 +127,21 @@ def test_biom_electra_large_qa_parameter_count():
     assert num_parameters(model) == 332_428_290
     assert not hasattr(model.electra, "embeddings_project")  # embedding_size == hidden_size
     gen = generator_config(cfg, size=0.25)
-    assert (gen.hidden_size, gen.heads, gen.ffn_dim, gen.layers, gen.embedding_size) == (256, 4, 1024, 24, 1024)
+    assert (gen.embed_dim, gen.heads, gen.ffn_dim, gen.layers, gen.embedding_size) == (256, 4, 1024, 24, 1024)
 
 
 def test_presets_parse():
     base = load_preset("biom_electra_base")
-    assert (base.layers, base.hidden_size, base.heads, base.ffn_dim) == (12, 768, 12, 3072)
+    assert (base.layers, base.embed_dim, base.heads, base.ffn_dim) == (12, 768, 12, 3072)
     gen = generator_config(base, size=yaml.safe_load((CONF / "biom_electra_base.yaml").read_text())["generator_size"])
-    assert (gen.hidden_size, gen.heads, gen.ffn_dim) == (256, 4, 1024)  # = google/electra-base-generator
+    assert (gen.embed_dim, gen.heads, gen.ffn_dim) == (256, 4, 1024)  # = google/electra-base-generator
     for name in ("electra_small_test", "electra_tiny"):
         with pytest.raises(EncoderConfigError, match="vocab_size"):
             load_preset(name)
         cfg = load_preset(name, vocab_size=100)
-        assert cfg.embedding_size != cfg.hidden_size and cfg.vocab_size == 100
+        assert cfg.embedding_size != cfg.embed_dim and cfg.vocab_size == 100
     with pytest.raises(EncoderConfigError, match="unknown encoder config keys"):
-        config_from_yaml_dict({"family": "electra", "arch": "x", "vocab_size": 5, "embed_dim": 8})
+        config_from_yaml_dict({"family": "electra", "arch": "x", "vocab_size": 5, "hidden_size": 8})
     with pytest.raises(EncoderConfigError, match="family"):
         config_from_yaml_dict({"family": "biogpt", "arch": "x"})
 
@@ -200,7 +200,7 @@ def test_embeddings_are_shared_parameters():
     w = disc.electra.embeddings.word_embeddings.weight
     assert gen.generator_lm_head.weight is w
     assert sum(p is w for p in model.parameters()) == 1
-    assert gen.config.hidden_size == 16 and hasattr(gen.electra, "embeddings_project")
+    assert gen.config.embed_dim == 16 and hasattr(gen.electra, "embeddings_project")
     loss, _ = model(structured_batch(), rng=torch.Generator().manual_seed(0))
     loss.backward()
     assert w.grad is not None and w.grad.abs().sum() > 0

@@ -106,7 +106,7 @@ def encoder_config_from_hf(raw: dict, where: str = "config.json") -> EncoderConf
         raise EncoderCheckpointError(f"{where}: decoder/cross-attention configs are not supported")
     return EncoderConfig(
         vocab_size=c["vocab_size"], embedding_size=c.get("embedding_size", c["hidden_size"]) if style == "electra"
-        else c["hidden_size"], hidden_size=c["hidden_size"], layers=c["num_hidden_layers"],
+        else c["hidden_size"], embed_dim=c["hidden_size"], layers=c["num_hidden_layers"],
         heads=c["num_attention_heads"], ffn_dim=c["intermediate_size"], max_positions=c["max_position_embeddings"],
         type_vocab_size=c["type_vocab_size"], layer_norm_eps=c["layer_norm_eps"], dropout=c["hidden_dropout_prob"],
         attention_dropout=c["attention_probs_dropout_prob"], pad_id=0 if c["pad_token_id"] is None else
@@ -270,7 +270,7 @@ def hf_config_dict(model: nn.Module) -> dict:
     out.update({
         "architectures": [arch], "model_type": cfg.style, "vocab_size": cfg.vocab_size,
         **({"embedding_size": cfg.embedding_size} if cfg.style == "electra" else {}),
-        "hidden_size": cfg.hidden_size, "num_hidden_layers": cfg.layers, "num_attention_heads": cfg.heads,
+        "hidden_size": cfg.embed_dim, "num_hidden_layers": cfg.layers, "num_attention_heads": cfg.heads,
         "intermediate_size": cfg.ffn_dim, "hidden_act": cfg.hidden_act, "hidden_dropout_prob": cfg.dropout,
         "attention_probs_dropout_prob": cfg.attention_dropout, "max_position_embeddings": cfg.max_positions,
         "type_vocab_size": cfg.type_vocab_size, "initializer_range": cfg.initializer_range,

@@ -86,6 +86,7 @@ class DataParallel(StrEnum):
 class ModelFamily(StrEnum):
     biogpt = "biogpt"  # biogpt_train/models/biogpt.py
     llama = "llama"  # biogpt_train/models/llama.py
+    electra = "electra"  # biogpt_train/models/electra.py (ELECTRA and BERT encoders)
 
 
 @dataclass
@@ -112,6 +113,17 @@ class ModelConfig:
     tie_embeddings: Optional[bool] = None
     initializer_range: Optional[float] = None
     pad_id: Optional[int] = None
+    # electra (encoders)
+    style: Optional[str] = None  # electra | bert
+    embedding_size: Optional[int] = None  # ELECTRA: != embed_dim adds embeddings_project
+    type_vocab_size: Optional[int] = None
+    layer_norm_eps: Optional[float] = None
+    hidden_act: Optional[str] = None
+    classifier_dropout: Optional[float] = None
+    head: Optional[str] = None  # qa | rtd | mlm | cls (null: qa)
+    num_labels: Optional[int] = None  # cls head
+    generator_size: Optional[float] = None  # ELECTRA pretraining: generator width / discriminator width
+    generator_layers: Optional[float] = None  # ... and depth ratio
 
 
 @dataclass

@@ -4,6 +4,9 @@ made of. Everything that differs between families is looked up here, nowhere els
     family        model file          config dataclass   tokenizer        HF model_type(s)   sequence start
     biogpt        models/biogpt.py    ModelConfig        bpe (Moses+BPE)  biogpt             </s> (id 2)
     llama         models/llama.py     LlamaConfig        sentencepiece    llama              <s>  (id 1)
+    electra       models/electra.py   EncoderConfig      wordpiece        electra, bert      [CLS]
+
+An encoder has several heads (`model.head`: qa | rtd | mlm | cls); BioM-ELECTRA's QA model is the default.
 
 Hydra's `model` group (conf/model/<name>.yaml, the one home of named shapes) uses the same key names for every
 family (`embed_dim`, `layers`, `heads`, `ffn_dim`, `max_positions`, ...); `model_config(cfg.model, vocab_size)`
@@ -18,23 +21,28 @@ from typing import Any, Callable, Mapping, Optional
 
 import torch.nn as nn
 
-from biogpt_train.models import biogpt, llama
+from biogpt_train.models import biogpt, electra, llama
 
 
 @dataclass(frozen=True)
 class Family:
     config: type  # the config dataclass of the model file
-    build: Callable[[Any], nn.Module]  # config -> plain model (weights initialised as the original does)
+    build: Callable[..., nn.Module]  # (config, **head options) -> plain model, initialised as the original
+    classes: tuple  # the model classes of the family (heads included)
     tokenizer: str  # "bpe" (dict.txt + bpecodes) | "sentencepiece" (tokenizer.model) | "wordpiece" (vocab.txt)
     hf_model_types: tuple  # config.json "model_type" values this family reads
     causal: bool = True  # decoder (next-token LM) or encoder
 
 
 FAMILIES: dict[str, Family] = {
-    "biogpt": Family(biogpt.ModelConfig, biogpt.TransformerLM, "bpe", ("biogpt",)),
-    "llama": Family(llama.LlamaConfig, llama.Llama, "sentencepiece", ("llama",)),
+    "biogpt": Family(biogpt.ModelConfig, biogpt.TransformerLM, (biogpt.TransformerLM,), "bpe", ("biogpt",)),
+    "llama": Family(llama.LlamaConfig, llama.Llama, (llama.Llama,), "sentencepiece", ("llama",)),
+    "electra": Family(electra.EncoderConfig, electra.build_encoder,
+                      (electra.QAModel, electra.ElectraDiscriminator, electra.ElectraGenerator,
+                       electra.SequenceClassifier), "wordpiece", ("electra", "bert"), causal=False),
 }
-NOT_SHAPE = ("family", "arch")  # names, not shapes
+# model-group keys that name or configure around the network rather than shape it
+NOT_SHAPE = ("family", "arch", "head", "num_labels", "generator_size", "generator_layers")
 
 
 def get_family(name: str) -> Family:
@@ -49,7 +57,7 @@ def family_of(model: nn.Module) -> str:
 
     model = unwrap(model)
     for name, fam in FAMILIES.items():
-        if isinstance(model, fam.build if isinstance(fam.build, type) else ()):
+        if isinstance(model, fam.classes):
             return name
     raise ValueError(f"{type(model).__name__} is not a model of any family ({', '.join(FAMILIES)})")
 
@@ -74,8 +82,9 @@ def model_config(model_cfg: Mapping, vocab_size: Optional[int] = None, **overrid
     return family.config(**values)
 
 
-def build_model(family: str, config) -> nn.Module:
-    return get_family(family).build(config)
+def build_model(family: str, config, **head) -> nn.Module:
+    """A fresh model; `head` options go to encoders (head="qa"|"rtd"|"mlm"|"cls", num_labels=N)."""
+    return get_family(family).build(config, **head)
 
 
 __all__ = ["FAMILIES", "Family", "get_family", "family_of", "model_config", "build_model"]

@@ -34,7 +34,7 @@ class EncoderConfigError(ValueError):
 class EncoderConfig:
     vocab_size: int
     embedding_size: int
-    hidden_size: int
+    embed_dim: int
     layers: int
     heads: int
     ffn_dim: int
@@ -52,11 +52,11 @@ class EncoderConfig:
     def __post_init__(self):
         if self.style not in STYLES:
             raise EncoderConfigError(f"style {self.style!r} is not one of {STYLES}")
-        if self.hidden_size % self.heads:
-            raise EncoderConfigError(f"hidden_size {self.hidden_size} is not divisible by heads {self.heads}")
-        if self.style == "bert" and self.embedding_size != self.hidden_size:
+        if self.embed_dim % self.heads:
+            raise EncoderConfigError(f"embed_dim {self.embed_dim} is not divisible by heads {self.heads}")
+        if self.style == "bert" and self.embedding_size != self.embed_dim:
             raise EncoderConfigError(f"BERT has no embedding projection: embedding_size {self.embedding_size} must "
-                                     f"equal hidden_size {self.hidden_size}")
+                                     f"equal hidden_size {self.embed_dim}")
         if self.hidden_act not in ACTIVATIONS:
             raise EncoderConfigError(f"hidden_act {self.hidden_act!r} is not supported; use one of {list(ACTIVATIONS)}")
 
@@ -88,8 +88,8 @@ def generator_config(disc: EncoderConfig, size: float = 0.25, layers: float = 1.
     hidden = round(size * disc.hidden), FFN = 4 * hidden, heads = max(1, hidden // 64), layers = round(layers *
     disc.layers); the embedding width stays the discriminator's because the two share their embeddings. The
     ELECTRA paper (Table 6) uses size 1/4 for Small and Large and 1/3 for Base."""
-    hidden = int(round(disc.hidden_size * size))
-    return dataclasses.replace(disc, hidden_size=hidden, ffn_dim=4 * hidden, heads=max(1, hidden // 64),
+    hidden = int(round(disc.embed_dim * size))
+    return dataclasses.replace(disc, embed_dim=hidden, ffn_dim=4 * hidden, heads=max(1, hidden // 64),
                                layers=int(round(disc.layers * layers)), style="electra")
 
 
@@ -120,9 +120,9 @@ class SelfAttention(nn.Module):
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
         self.heads, self.p = cfg.heads, cfg.attention_dropout
-        self.query = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.key = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.query = nn.Linear(cfg.embed_dim, cfg.embed_dim)
+        self.key = nn.Linear(cfg.embed_dim, cfg.embed_dim)
+        self.value = nn.Linear(cfg.embed_dim, cfg.embed_dim)
 
     def forward(self, x, mask):
         B, T, C = x.shape
@@ -137,8 +137,8 @@ class AddNorm(nn.Module):
 
     def __init__(self, d_in: int, cfg: EncoderConfig):
         super().__init__()
-        self.dense = nn.Linear(d_in, cfg.hidden_size)
-        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dense = nn.Linear(d_in, cfg.embed_dim)
+        self.LayerNorm = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x, residual):
@@ -149,7 +149,7 @@ class Attention(nn.Module):
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
         self.self = SelfAttention(cfg)
-        self.output = AddNorm(cfg.hidden_size, cfg)
+        self.output = AddNorm(cfg.embed_dim, cfg)
 
     def forward(self, x, mask):
         return self.output(self.self(x, mask), x)
@@ -158,7 +158,7 @@ class Attention(nn.Module):
 class Intermediate(nn.Module):
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
-        self.dense = nn.Linear(cfg.hidden_size, cfg.ffn_dim)
+        self.dense = nn.Linear(cfg.embed_dim, cfg.ffn_dim)
         self.act = ACTIVATIONS[cfg.hidden_act]
 
     def forward(self, x):
@@ -186,7 +186,7 @@ class Encoder(nn.Module):
 class Pooler(nn.Module):  # BERT: tanh(dense(h[CLS]))
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
-        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.dense = nn.Linear(cfg.embed_dim, cfg.embed_dim)
 
     def forward(self, h):
         return torch.tanh(self.dense(h[:, 0]))
@@ -198,8 +198,8 @@ class EncoderModel(nn.Module):
     def __init__(self, cfg: EncoderConfig, pooler: bool = False):
         super().__init__()
         self.embeddings = Embeddings(cfg)
-        if cfg.embedding_size != cfg.hidden_size:
-            self.embeddings_project = nn.Linear(cfg.embedding_size, cfg.hidden_size)
+        if cfg.embedding_size != cfg.embed_dim:
+            self.embeddings_project = nn.Linear(cfg.embedding_size, cfg.embed_dim)
         self.encoder = Encoder(cfg)
         if pooler:
             self.pooler = Pooler(cfg)
@@ -250,6 +250,14 @@ class _WithBody(nn.Module):
     def body(self) -> EncoderModel:
         return getattr(self, self.config.style)
 
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The repeated layers (what activation checkpointing, compile and FSDP apply to)."""
+        return self.body.encoder.layer
+
+    def max_positions(self) -> int:
+        return self.config.max_positions
+
     def _require_electra(self):
         if self.config.style != "electra":
             raise EncoderConfigError(f"{type(self).__name__} exists only for style 'electra', not "
@@ -261,7 +269,7 @@ class QAModel(_WithBody):
 
     def __init__(self, cfg: EncoderConfig):
         super().__init__(cfg)
-        self.qa_outputs = nn.Linear(cfg.hidden_size, 2)
+        self.qa_outputs = nn.Linear(cfg.embed_dim, 2)
         init_weights(self, cfg.initializer_range)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
@@ -272,8 +280,8 @@ class QAModel(_WithBody):
 class DiscriminatorPredictions(nn.Module):
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
-        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.dense_prediction = nn.Linear(cfg.hidden_size, 1)
+        self.dense = nn.Linear(cfg.embed_dim, cfg.embed_dim)
+        self.dense_prediction = nn.Linear(cfg.embed_dim, 1)
         self.act = ACTIVATIONS[cfg.hidden_act]
 
     def forward(self, h):
@@ -296,7 +304,7 @@ class ElectraDiscriminator(_WithBody):
 class GeneratorPredictions(nn.Module):
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
-        self.dense = nn.Linear(cfg.hidden_size, cfg.embedding_size)
+        self.dense = nn.Linear(cfg.embed_dim, cfg.embedding_size)
         self.LayerNorm = nn.LayerNorm(cfg.embedding_size, eps=cfg.layer_norm_eps)
 
     def forward(self, h):
@@ -331,8 +339,8 @@ class ElectraClassificationHead(nn.Module):
 
     def __init__(self, cfg: EncoderConfig, num_labels: int, p: float):
         super().__init__()
-        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.out_proj = nn.Linear(cfg.hidden_size, num_labels)
+        self.dense = nn.Linear(cfg.embed_dim, cfg.embed_dim)
+        self.out_proj = nn.Linear(cfg.embed_dim, num_labels)
         self.dropout = nn.Dropout(p)
 
     def forward(self, h):
@@ -351,7 +359,7 @@ class SequenceClassifier(_WithBody):
             self.classifier = ElectraClassificationHead(cfg, num_labels, p)
         else:
             self.dropout = nn.Dropout(p)
-            self.classifier = nn.Linear(cfg.hidden_size, num_labels)
+            self.classifier = nn.Linear(cfg.embed_dim, num_labels)
         init_weights(self, cfg.initializer_range)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
