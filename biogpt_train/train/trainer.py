@@ -33,6 +33,7 @@ from biogpt_train.data.splits import build_dictionary, data_dirs, load_split, ma
 from biogpt_train.logging import IntervalMeter, MetricWriter, base2, memory_gb, perplexity
 from biogpt_train.models import build_model, model_config
 from biogpt_train.train.lr_schedulers import get_lr
+from biogpt_train.train.objectives import objective_for
 from biogpt_train.train.optim import build_optimizer, set_lr
 from biogpt_train.train.precision import DynamicLossScaler, autocast, default_scale_window
 from biogpt_train.distributed.parallelize import no_sync, parallelize
@@ -73,6 +74,7 @@ class Trainer:
             torch.set_float32_matmul_precision("high" if cfg.trainer.tf32 else "highest")
 
         self.family = str(cfg.model.family)
+        self.objective = objective_for(cfg)  # None: next-token NLL (_loss)
         self.dictionary = build_dictionary(cfg)
         resume = self._find_resume()
         self.raw_model = self._build_model(resume)  # weights loaded before wrapping: FSDP shards the loaded values
@@ -170,6 +172,11 @@ class Trainer:
                 "ntokens": 0, "nsentences": 0}
 
     def _loss(self, sample: dict) -> torch.Tensor:
+        """The summed loss of one micro-batch; the update divides by the samples' summed `ntokens` (fairseq's
+        sample_size). Decoders: token NLL (below); other objectives (encoders) come from train/objectives.py."""
+        if self.objective is not None:
+            with autocast(self.cfg.trainer.precision, self.device):
+                return self.objective(self.model, sample, self.device)
         tokens = sample["net_input"]["src_tokens"].to(self.device, non_blocking=True)
         target = sample["target"].to(self.device, non_blocking=True)
         with autocast(self.cfg.trainer.precision, self.device):
