@@ -14,7 +14,7 @@ from pathlib import Path
 # relation_to_verb is imported for callers of this module too: it is the svo rule of the KD-DTI targets.
 from biogpt_train.scoring.formats import relation_to_verb, render_target  # noqa: F401
 from data_prep.tasks.common import (DataError, Split, check_choice, choose_split_files, field_of,
-                                    join_title_abstract, load_json_split, log, merge_options, write_task)
+                                    join_title_abstract, load_json_split, merge_options, write_task)
 
 TASK = "kd_dti"
 DEFAULTS = {
@@ -83,9 +83,8 @@ def no_train_reason(raw_dir: Path, names) -> str:
     """Why there is no train split: the file is absent, and the public KD-DTI copies have none."""
     names = [names] if isinstance(names, str) else list(names or [])
     looked = " / ".join(str(Path(raw_dir) / n) for n in names) or "(files.train is empty)"
-    return (f"{looked} is absent: the public KD-DTI release has no train split (../shared/data/SOURCES.md §4), so "
-            "only valid/test were prepared, enough to evaluate a checkpoint; to fine-tune, put BioGPT's "
-            "data/KD-DTI/raw/train.json in raw_dir")
+    return (f"{looked} is absent: the public KD-DTI release has no train split, so only valid/test were prepared "
+            "(enough to evaluate a checkpoint); to fine-tune, put BioGPT's data/KD-DTI/raw/train.json in raw_dir")
 
 
 def build(raw_dir: Path, out_dir: Path, tokenizer, *, workers: int, options: dict) -> dict:
@@ -93,6 +92,5 @@ def build(raw_dir: Path, out_dir: Path, tokenizer, *, workers: int, options: dic
     splits = build_splits(raw_dir, opts)
     absent = {}
     if "train" not in splits:
-        absent["train"] = no_train_reason(raw_dir, opts["files"].get("train"))
-        log.warning("kd_dti: %s", absent["train"])
+        absent["train"] = no_train_reason(raw_dir, opts["files"].get("train"))  # printed once, in the summary
     return write_task(TASK, raw_dir, out_dir, splits, tokenizer, workers=workers, options=opts, absent=absent)
