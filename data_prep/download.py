@@ -55,7 +55,7 @@ BIOGPT_RAW = f"https://raw.githubusercontent.com/microsoft/BioGPT/{BIOGPT_COMMIT
 USER_AGENT = "biogpt-train-data-prep/0.1 (+python urllib)"
 CHUNK = 1 << 20
 REPO = Path(__file__).resolve().parents[1]
-CHECKPOINTS_DIR = REPO / "checkpoints"  # conf/paths/default.yaml: paths.pretrained = ${paths.root}/checkpoints
+CHECKPOINTS_DIR = REPO / "checkpoints"  # the schema's paths.pretrained = ${paths.root}/checkpoints
 CHECKPOINTS_URL = "https://msralaphilly2.blob.core.windows.net/release/BioGPT/checkpoints/"
 
 

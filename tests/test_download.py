@@ -309,7 +309,9 @@ def test_checkpoint_sources_follow_biogpt_readme():
         "st=2023-11-13T15:37:35Z&se=2099-12-30T23:37:35Z&spr=https&sv=2022-11-02&sr=b&"
         "sig=3CcG1TOhqJPBhkVutvVn3PtUq0vPyLBgwggUfojypfY%3D")
     assert dl._url("http://mirror/x/", spec, False) == "http://mirror/x/Pre-trained-BioGPT.tgz"  # no SAS token
-    assert "pretrained: ${paths.root}/checkpoints" in (Path(REPO_ROOT) / "conf" / "paths" / "default.yaml").read_text()
+    from biogpt_train.config.schema import PathsConfig
+
+    assert PathsConfig().pretrained == "${paths.root}/checkpoints"
 
 
 # ------------------------------------------------------------------------------------------ Hugging Face Hub
