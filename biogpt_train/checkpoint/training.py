@@ -35,6 +35,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from biogpt_train.checkpoint.io import EMBED, NATIVE_FORMAT, NATIVE_VERSION, OUT
+from biogpt_train.models import family_of
 from biogpt_train.utils import atomic_path
 
 EPOCH_RE = re.compile(r"checkpoint(\d+)\.pt$")
@@ -86,8 +87,9 @@ def build_checkpoint(model, optimizer, model_config, dictionary, cfg: dict | Non
         "model_config": asdict(model_config),
         "model": model_state_dict(model),
         "dictionary": list(dictionary.symbols),
-        "dictionary_counts": list(dictionary.count),
+        "dictionary_counts": list(getattr(dictionary, "count", ())),  # a SentencePiece vocabulary has no counts
         "cfg": cfg,
+        "family": family_of(model),
     }
     if train_state is not None:
         train_state = dict(train_state)
