@@ -6,8 +6,7 @@ A training checkpoint is a native biogpt_train checkpoint (docs/ARCHITECTURE.md;
      prompt tokens included), "dictionary_counts", "cfg" (resolved config),
      "train_state": {"optimizer" (keyed by parameter names), "scaler", "lr_scheduler", "num_updates", "epoch",
                      "iterator", "rng", "best", "val_loss", "nonfinite_in_a_row", "skipped_updates", "elapsed",
-                     "world_size", "lora" (LoRA adapter tensors, when model.lora is on; "model" holds them merged)},
-     "family" (the model family, biogpt_train/models)}
+                     "world_size", "lora" (LoRA adapter tensors, when model.lora is on; "model" holds them merged)}}
 It is written once under a temporary name and renamed (then hard-linked/copied to the other names of the same
 save), so a kill at any moment leaves either the old or the new file, never a truncated one.
 
@@ -21,7 +20,6 @@ import os
 import random
 import re
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
@@ -35,8 +33,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from biogpt_train.checkpoint.io import EMBED, NATIVE_FORMAT, NATIVE_VERSION, OUT
-from biogpt_train.models import family_of
+from biogpt_train.checkpoint.io import EMBED, NATIVE_FORMAT, OUT, native_dict
 from biogpt_train.train.lora import merged_state_dict
 from biogpt_train.utils import atomic_path
 
@@ -87,19 +84,12 @@ def _state_dicts(model: torch.nn.Module) -> tuple[dict, dict]:
     return sd, adapters
 
 
-def build_checkpoint(model, optimizer, model_config, dictionary, cfg: dict | None, train_state: dict | None) -> dict:
-    """The checkpoint dict (collective: every rank must call it; only rank 0's result is complete)."""
+def build_checkpoint(model, optimizer, dictionary, cfg: dict | None, train_state: dict | None,
+                     tokenizer_files: dict | None = None) -> dict:
+    """The checkpoint dict (collective: every rank must call it; only rank 0's result is complete). The layout is
+    checkpoint.io.native_dict's, the one writer of the native format, plus `train_state`."""
     sd, adapters = _state_dicts(model)
-    obj = {
-        "format": NATIVE_FORMAT,
-        "format_version": NATIVE_VERSION,
-        "model_config": asdict(model_config),
-        "model": sd,
-        "dictionary": list(dictionary.symbols),
-        "dictionary_counts": list(getattr(dictionary, "count", ())),  # a SentencePiece vocabulary has no counts
-        "cfg": cfg,
-        "family": family_of(model),
-    }
+    obj = native_dict(model, sd, dictionary, cfg, tokenizer_files)
     if train_state is not None:
         train_state = dict(train_state)
         train_state["optimizer"] = get_optimizer_state_dict(model, optimizer, options=_FULL)
