@@ -584,7 +584,7 @@ def run(raw_dir, out_dir, *, tokenizer_dir=None, workers: int = 1, bpe: Optional
     unit_seconds = time.perf_counter() - t_units
     summary.update(_unit_summary(done, unit_seconds, workers), units_selected=len(selected),
                    units_already_complete=skipped_units, units_failed=failures)
-    warn_unk(done, tokenizer)
+    warn_unk(done, tok)
     if failures:
         print_summary(summary)
         raise DataPrepError(f"{len(failures)} unit(s) failed (of {len(failures) + len(done)} run; the others are "

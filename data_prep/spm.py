@@ -51,6 +51,14 @@ class SpmTextEncoder:
     def __len__(self) -> int:
         return len(self.dictionary)
 
+    def unk_warning(self, unk: int, total: int, where: str, threshold: float = 0.05) -> Optional[str]:
+        """A log line when more than `threshold` of `total` tokens are <unk> (else None): a model without byte
+        fallback that does not cover the corpus' characters."""
+        if total <= 0 or unk / total <= threshold:
+            return None
+        return (f"{where}: {unk} of {total} tokens ({100.0 * unk / total:.1f}%) encode to <unk> with "
+                f"{self.model_file}: the SentencePiece model does not cover this text (no byte fallback?)")
+
 
 @dataclass
 class SpmOptions:

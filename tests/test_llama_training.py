@@ -149,7 +149,7 @@ def test_sft_loss_on_the_answer_only(spm_data, tmp_path):
     data = _pair_data(tmp_path / "pairs", spm_data / "tokenizer.model")
     tr = _trainer(tmp_path, data, **{"task": "pubmedqa", "task.learned_prompt": 0, "task.mask_source_loss": "true",
                                      "task.max_source_positions": 64, "task.max_target_positions": 128,
-                                     "trainer.max_update": 12, "optim.lr": 1e-2})
+                                     "trainer.max_update": 8, "optim.lr": 1e-2})
     sample = next(iter(tr.train_itr.next_epoch_itr(shuffle=False)))
     tokens, target = sample["net_input"]["src_tokens"], sample["target"]
     assert (tokens[:, 0] == 1).all()
@@ -163,6 +163,26 @@ def test_sft_loss_on_the_answer_only(spm_data, tmp_path):
     tr.train()
     losses = [m["loss"] for _, m in sorted(read_metrics(tmp_path / "run").items())]
     assert losses[-1] < losses[0] - 1.0
+
+
+def test_finetune_from_a_local_hf_llama_dir(spm_data, tmp_path):
+    """checkpoint.finetune_from=<HF Llama directory> (continue_pretrain_biomedgpt's start): the trainer starts from
+    its weights, trains them on SentencePiece data, and its checkpoint says llama + carries tokenizer.model."""
+    from biogpt_train.checkpoint.hf_llama import save_hf_llama
+    from biogpt_train.models import model_config
+    from biogpt_train.models.llama import Llama
+
+    cfg = compose(["model=llama_tiny"])
+    torch.manual_seed(3)
+    start = Llama(model_config(cfg.model, 1000))
+    save_hf_llama(start, tmp_path / "hf")
+    tr = _trainer(tmp_path, spm_data, **{"checkpoint.finetune_from": str(tmp_path / "hf"), "trainer.max_update": 2})
+    for k, v in start.state_dict().items():
+        assert torch.equal(tr.raw_model.state_dict()[k], v), k
+    tr.train()
+    obj = torch.load(tmp_path / "run" / "checkpoints" / "checkpoint_last.pt", weights_only=True)
+    assert obj["family"] == "llama" and obj["dictionary"] == TokenizerVocab.load(spm_data / "tokenizer.model").symbols
+    assert obj["tokenizer_files"]["tokenizer.model"] == (spm_data / "tokenizer.model").read_bytes()
 
 
 def _logits(model, tokens):
