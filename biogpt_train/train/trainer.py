@@ -33,6 +33,7 @@ from biogpt_train.data.splits import (
 )
 from biogpt_train.logging import IntervalMeter, MetricWriter, base2, memory_gb, perplexity
 from biogpt_train.models import build_model, model_config
+from biogpt_train.train.lora import apply_lora
 from biogpt_train.train.lr_schedulers import build_lr_fn
 from biogpt_train.train.objectives import objective_for
 from biogpt_train.train.state import Counters, TrainState
@@ -75,6 +76,8 @@ class Trainer:
         self.dictionary = build_dictionary(cfg)
         resume = self._find_resume()
         self.raw_model = self._build_model(resume)  # weights loaded before wrapping: FSDP shards the loaded values
+        adapters = resume["train_state"].get("lora") if resume is not None else None
+        self.raw_model = apply_lora(self.raw_model, cfg.model.get("lora"), adapters)  # model.lora.rank > 0
         self.model_config = self.raw_model.cfg
         self.model = parallelize(self.raw_model.to(self.device), cfg, info.world_size, self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
