@@ -46,7 +46,12 @@ class OptimizerName(StrEnum):
     adam = "adam"  # fairseq --optimizer adam: decoupled weight decay (AdamW)
 
 
-class AdamImpl(StrEnum):
+class AdamEpsMode(StrEnum):
+    fairseq = "fairseq"  # FairseqAdam: eps added to sqrt(v) before the bias correction (fairseq/optim/adam.py)
+    torch = "torch"  # torch.optim.AdamW: eps added after the bias correction; kernel from optim.impl
+
+
+class AdamImpl(StrEnum):  # torch.optim.AdamW's kernel (optim.eps_mode=torch)
     auto = "auto"  # fused on CUDA, foreach otherwise
     fused = "fused"
     foreach = "foreach"
@@ -173,7 +178,8 @@ class OptimConfig:
     eps: float = 1e-8
     weight_decay: float = 0.01  # BioGPT's scripts; fairseq: 0.0
     decay_all_params: bool = True  # fairseq: one group; False: no decay on biases, norms (nanoGPT's split)
-    impl: AdamImpl = AdamImpl.auto
+    eps_mode: AdamEpsMode = AdamEpsMode.fairseq  # docs/FIDELITY.md; torch: torch.optim.AdamW
+    impl: AdamImpl = AdamImpl.auto  # eps_mode=torch only
     clip_norm: float = 0.0  # 0 = no clipping; the norm is still computed and logged
 
 
