@@ -213,7 +213,9 @@ class TrainerConfig:
     fp16_init_scale: float = 128.0
     fp16_scale_window: Optional[int] = None  # None: 2**14 / (world_size * update_freq), as fairseq
     min_loss_scale: float = 1e-4
-    max_consecutive_nonfinite: int = 10  # stop after this many skipped (non-finite) updates in a row
+    # non-finite loss/gradients. null = fairseq: fp32/bf16 raise at the first one (FloatingPointError); fp16 skips
+    # the update and halves the loss scale (stops at min_loss_scale). N: skip up to N-1 in a row, stop at the N-th
+    max_consecutive_nonfinite: Optional[int] = None
     validate_interval: int = 1  # epochs
     validate_interval_updates: int = 0  # 0 = only at epoch ends
     disable_validation: bool = False

@@ -51,6 +51,16 @@ class NonFiniteLossError(FloatingPointError):
     pass
 
 
+def nonfinite_limit(configured: int | None, loss_scaled: bool) -> float:
+    """How many non-finite updates in a row stop the run. fairseq (configured=None): the first one without a loss
+    scaler (FloatingPointError "gradients are Nan/Inf"); none with one (fp16 skips and lowers the scale)."""
+    if configured is None:
+        return math.inf if loss_scaled else 1
+    if configured < 1:
+        raise ValueError(f"trainer.max_consecutive_nonfinite must be >= 1 or null, not {configured}")
+    return configured
+
+
 # --- the trainer -----------------------------------------------------------------------------------------------
 @dataclass
 class TrainState:
@@ -257,15 +267,16 @@ class Trainer:
         self.state.nonfinite_in_a_row += 1
         if self.scaler is not None:
             self.scaler.check_overflow(float("inf"))  # halves the scale; raises at min_loss_scale
-        limit = self.cfg.trainer.max_consecutive_nonfinite
+        limit = nonfinite_limit(self.cfg.trainer.max_consecutive_nonfinite, self.scaler is not None)
         logger.warning("update %d skipped: non-finite %s (loss %s, grad norm %s); %d in a row, %d in total%s",
                        self.state.num_updates + 1, "gradients" if math.isfinite(loss_sum) else "loss", loss_sum,
                        gnorm, self.state.nonfinite_in_a_row, self.state.skipped_updates,
                        f"; loss scale now {self.scaler.loss_scale:g}" if self.scaler is not None else "")
         if self.state.nonfinite_in_a_row >= limit:
             raise NonFiniteLossError(
-                f"{self.state.nonfinite_in_a_row} updates in a row had a non-finite loss or gradient (limit "
-                f"trainer.max_consecutive_nonfinite={limit}) at update {self.state.num_updates + 1}. Lower optim.lr, "
+                f"{self.state.nonfinite_in_a_row} update(s) in a row had a non-finite loss or gradient (limit "
+                f"{limit}: trainer.max_consecutive_nonfinite={self.cfg.trainer.max_consecutive_nonfinite}) at update "
+                f"{self.state.num_updates + 1}. Lower optim.lr, "
                 "enable optim.clip_norm, use trainer.precision=fp32/bf16, or inspect the data; the last good "
                 f"checkpoint is in {self.save_dir}")
 
