@@ -191,3 +191,15 @@ def test_several_shards_rotate_per_epoch(tmp_path):
     tokens = [int(MMapIndexedDataset(d / "train").sizes.sum()) for d in (a, b, a)]
     epochs = read_metrics(tmp_path / "run", "train_epoch")
     assert [r["ntokens"] for r in sorted(epochs.values(), key=lambda r: r["epoch"])] == tokens
+
+
+@pytest.mark.parametrize("flag", ["true", "false"])
+def test_validation_at_mid_epoch_saves(tmp_path, lm_data, flag):
+    """fairseq's validate_and_save validates whenever it saves (checkpoint_best.pt can come from any save);
+    trainer.validate_mid_epoch_saves=false only validates at epoch ends / validate_interval_updates / the end."""
+    tr = make_trainer(tmp_path, lm_data, **{"trainer.max_update": 5, "checkpoint.save_interval_updates": 2,
+                                            "trainer.validate_mid_epoch_saves": flag})
+    tr.train()
+    assert len(tr.train_itr.frozen_batches) > 5  # all 5 updates are mid-epoch
+    valid = read_metrics(tmp_path / "run", "valid")
+    assert sorted(valid) == ([2, 4, 5] if flag == "true" else [5])

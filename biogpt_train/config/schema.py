@@ -218,6 +218,7 @@ class TrainerConfig:
     max_consecutive_nonfinite: Optional[int] = None
     validate_interval: int = 1  # epochs
     validate_interval_updates: int = 0  # 0 = only at epoch ends
+    validate_mid_epoch_saves: bool = True  # fairseq validate_and_save: also validate at save_interval_updates saves
     disable_validation: bool = False
     activation_checkpointing: bool = False
     compile: bool = False

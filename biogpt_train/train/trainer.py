@@ -423,6 +423,7 @@ class Trainer:
         do_save = (end_of_epoch and epoch % c.save_interval == 0) or stop or (
             c.save_interval_updates > 0 and n > 0 and n % c.save_interval_updates == 0)
         do_validate = (end_of_epoch and epoch % tc.validate_interval == 0) or stop or (
+            tc.validate_mid_epoch_saves and do_save and not end_of_epoch) or (
             tc.validate_interval_updates > 0 and n > 0 and n % tc.validate_interval_updates == 0)
         val_loss = self.validate(epoch) if do_validate else None
         if do_save:
