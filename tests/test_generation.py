@@ -409,3 +409,26 @@ def test_cli_free_text(task_files, capsys):
     printed = capsys.readouterr().out.strip().split("\n")
     assert len(printed) == 1 and printed[0].startswith("the cells")
     assert len(printed[0].split()) >= 4
+
+
+def test_cli_decoding_grows_the_dictionary_as_training_does(task_files):
+    """A fairseq checkpoint trained with prefix=true and a manual prompt with an unknown word: decoding grows
+    dict.txt with the training rule (<seqsep> first, then the unknown word), so ids match the embedding rows."""
+    from omegaconf import OmegaConf
+
+    from biogpt_train.data.splits import build_dictionary
+    from biogpt_train.generation.decode import load_for_decoding
+
+    d, _, base, _ = task_files
+    task = {"manual_prompt": "the zeta", "prefix": True, "max_source_positions": 6}
+    model = make_model(vocab=base + 2, max_positions=64).float()
+    fairseq_dir = d / "fairseq_prefix"
+    fairseq_dir.mkdir()
+    (fairseq_dir / "dict.txt").write_bytes((d / "dict.txt").read_bytes())
+    torch.save({"cfg": {"model": {"decoder_attention_heads": model.cfg.heads}, "task": task},
+                "model": model.state_dict()}, fairseq_dir / "checkpoint.pt")
+    _, dictionary, prompt, _ = load_for_decoding(fairseq_dir / "checkpoint.pt", device="cpu")
+    assert dictionary.symbols[base:] == ["<seqsep>", "zeta"] and prompt == [dictionary.index("the"), base + 1]
+    train_cfg = OmegaConf.create({"task": dict(task, data=str(fairseq_dir), learned_prompt=0, sep_token="<seqsep>",
+                                               learned_prompt_pattern="learned", add_unknown_prompt_words=True)})
+    assert build_dictionary(train_cfg).symbols == dictionary.symbols

@@ -151,6 +151,7 @@ class TaskConfig:
     learned_prompt: int = 0  # number of learned prompt tokens learned1..N appended to the dictionary
     learned_prompt_pattern: str = "learned"
     manual_prompt: Optional[str] = None
+    add_unknown_prompt_words: bool = True  # fairseq add_if_not_exist: manual-prompt words outside dict.txt are added
     prefix: bool = False
     sep_token: str = "<seqsep>"
     mask_source_loss: bool = False  # True: loss on prompt+target only; BioGPT trains on the whole sequence

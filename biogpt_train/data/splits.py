@@ -11,7 +11,7 @@ from biogpt_train.data.dictionary import Dictionary
 from biogpt_train.data.indexed_dataset import MMapIndexedDataset, dataset_exists
 from biogpt_train.data.iterators import EpochBatchIterator
 from biogpt_train.data.lm_dataset import LMDataset
-from biogpt_train.data.prompt_dataset import PromptDataset, prompt_ids
+from biogpt_train.data.prompt_dataset import PromptDataset, add_prompt_symbols, prompt_ids
 from biogpt_train.data.token_block import TokenBlockDataset
 
 
@@ -20,16 +20,16 @@ def data_dirs(cfg) -> list[Path]:
 
 
 def build_dictionary(cfg) -> Dictionary:
-    """dict.txt of the prepared data, plus learned1..N (and <seqsep> with prefix) appended as BioGPT's task does."""
+    """dict.txt of the prepared data, grown as BioGPT's task does (``add_prompt_symbols``): <seqsep> with prefix,
+    then learned1..N or the manual prompt's unknown words."""
     path = data_dirs(cfg)[0] / "dict.txt"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: prepare the data first (pipeline stage `prepare`, or "
                                 f"`python -m data_prep ...`), or point task.data at a prepared directory")
     d = Dictionary.load(path)
-    for k in range(1, cfg.task.learned_prompt + 1):
-        d.add_symbol(f"{cfg.task.learned_prompt_pattern}{k}")
-    if cfg.task.prefix:
-        d.add_symbol(cfg.task.sep_token)
+    t = cfg.task
+    add_prompt_symbols(d, t.manual_prompt, t.learned_prompt, t.learned_prompt_pattern, t.prefix, t.sep_token,
+                       add_unknown_words=t.add_unknown_prompt_words)
     return d
 
 

@@ -54,12 +54,14 @@ def load_for_decoding(checkpoint, dict_path=None, learned_prompt: Optional[int] 
                       manual_prompt: Optional[str] = None, device=None, dtype: str = "float32"):
     """(model, dictionary, prompt ids, training cfg) for a checkpoint in any format.
 
-    The dictionary is ``dict_path``, else the one stored in the checkpoint, else ``dict.txt`` beside it. Prompt
-    words missing from it are appended as BioGPT's task does (``learned1..N`` get the next ids); then the
-    dictionary must match the embedding rows. Without prompt arguments the checkpoint's task config decides."""
+    The dictionary is ``dict_path``, else the one stored in the checkpoint, else ``dict.txt`` beside it. It then
+    grows as BioGPT's task does at inference (``add_prompt_symbols``, the rule training uses): ``<seqsep>`` first
+    when the checkpoint trained with ``prefix``, then prompt words it lacks (``learned1..N``, or a manual prompt's
+    unknown words) get the next ids; then it must match the embedding rows. Without prompt arguments the
+    checkpoint's task config decides. ``dtype``: float32 | float16 | bfloat16, or ``auto`` (``decoding_dtype``)."""
     from biogpt_train.checkpoint import io as checkpoints
     from biogpt_train.data.dictionary import Dictionary
-    from biogpt_train.data.prompt_dataset import prompt_ids
+    from biogpt_train.data.prompt_dataset import add_prompt_symbols
 
     loaded = checkpoints.read_checkpoint(checkpoint)
     if dict_path is not None:
@@ -67,20 +69,29 @@ def load_for_decoding(checkpoint, dict_path=None, learned_prompt: Optional[int] 
     elif loaded.dictionary_symbols is not None:
         dictionary = checkpoints.dictionary_from_symbols(loaded.dictionary_symbols)
     else:
-        dictionary = checkpoints.load_dictionary(loaded)  # dict.txt beside it (+ learned tokens from its cfg)
+        dictionary = Dictionary.load(_dictionary_beside(checkpoint))
     if learned_prompt is None and manual_prompt is None:
         learned_prompt = _task_option(loaded.cfg, "learned_prompt") or None
         manual_prompt = _task_option(loaded.cfg, "manual_prompt") or None
-    words = manual_prompt.split() if manual_prompt else [f"learned{k}" for k in range(1, (learned_prompt or 0) + 1)]
-    for word in words:
-        if word not in dictionary:
-            dictionary.add_symbol(word)
-    prompt = prompt_ids(dictionary, manual_prompt=manual_prompt, learned_prompt=learned_prompt)
+    prompt = add_prompt_symbols(dictionary, manual_prompt, learned_prompt,
+                                _task_option(loaded.cfg, "learned_prompt_pattern") or "learned",
+                                bool(_task_option(loaded.cfg, "prefix")),
+                                _task_option(loaded.cfg, "sep_token") or "<seqsep>")
     checkpoints.check_vocab(loaded.model_config, dictionary, dict_path or f"stored with {checkpoint}", checkpoint)
     model = checkpoints.build_model(loaded)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
     return model, dictionary, prompt, loaded.cfg
+
+
+def _dictionary_beside(checkpoint) -> Path:
+    """dict.txt (or fairseq's dict.x.txt) in the checkpoint's directory."""
+    for name in ("dict.txt", "dict.x.txt"):
+        path = Path(checkpoint).parent / name
+        if path.exists():
+            return path
+    raise FileNotFoundError(f"{checkpoint}: no dictionary inside and no dict.txt / dict.x.txt beside it; pass "
+                            "--dict (the data-bin dict.txt the model was trained with)")
 
 
 def _make_tokenizer(dictionary, bpecodes):
