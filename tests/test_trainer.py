@@ -203,3 +203,27 @@ def test_validation_at_mid_epoch_saves(tmp_path, lm_data, flag):
     assert len(tr.train_itr.frozen_batches) > 5  # all 5 updates are mid-epoch
     valid = read_metrics(tmp_path / "run", "valid")
     assert sorted(valid) == ([2, 4, 5] if flag == "true" else [5])
+
+
+@pytest.mark.parametrize("init", ["fairseq", "normal"])
+def test_finetune_from_new_rows_are_fairseqs_draw_for_the_seed(tmp_path, init):
+    """fairseq-train seeds, then builds Embedding(len(dict), d, pad): nn.Embedding's own N(0, 1) draw, then
+    normal_(0, d^-0.5) over it; BioGPT's load_state_dict keeps rows [N:] of that for learned1..k. A literal port
+    of that sequence gives the trainer's new rows (checkpoint.new_rows_init=fairseq); `normal` does not."""
+    data = make_pair_data(tmp_path / "pair")
+    from biogpt_train.data.dictionary import Dictionary
+
+    base = Dictionary.load(data / "dict.txt")
+    pre = TransformerLM(ModelConfig(vocab_size=len(base), embed_dim=64, layers=2, heads=4, ffn_dim=256,
+                                    max_positions=256))
+    save_native(tmp_path / "pre.pt", pre, base)
+    seed = 7
+    tr = make_trainer(tmp_path, data, **{
+        "task": "bc5cdr", "task.max_source_positions": 40, "task.max_target_positions": 64, "task.learned_prompt": 3,
+        "checkpoint.finetune_from": tmp_path / "pre.pt", "seed": seed, "checkpoint.new_rows_init": init})
+    torch.manual_seed(seed)  # fairseq_cli/train.py main(): utils.set_torch_seed(cfg.common.seed)
+    fresh = torch.nn.Embedding(len(base) + 3, 64, padding_idx=1)  # transformer_lm Embedding(len(dict), d, pad)
+    torch.nn.init.normal_(fresh.weight, mean=0, std=64**-0.5)
+    torch.nn.init.constant_(fresh.weight[1], 0)
+    new_rows = tr.raw_model.decoder.embed_tokens.weight.detach()[len(base):]
+    assert torch.equal(new_rows, fresh.weight.detach()[len(base):]) == (init == "fairseq")

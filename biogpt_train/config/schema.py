@@ -71,6 +71,12 @@ class Precision(StrEnum):
     fp16 = "fp16"  # autocast fp16 + fairseq dynamic loss scaling
 
 
+class NewRowsInit(StrEnum):
+    fairseq = "fairseq"  # rows N..N+k of the Embedding fairseq-train draws right after seeding (BioGPT's)
+    normal = "normal"  # N(0, d^-0.5) (biogpt) / N(0, initializer_range) (llama) from the current RNG state
+    zeros = "zeros"
+
+
 class Device(StrEnum):
     auto = "auto"  # cuda:LOCAL_RANK when CUDA is available, else cpu
     cpu = "cpu"
@@ -231,6 +237,7 @@ class CheckpointConfig:
     save_dir: str = "checkpoints"  # relative to the run directory
     restore_file: str = "checkpoint_last.pt"
     finetune_from: Optional[str] = None  # weights only, on the first launch (no restore_file in save_dir)
+    new_rows_init: NewRowsInit = NewRowsInit.fairseq  # embedding rows finetune_from lacks (learned1..N, ...)
     reset_optimizer: bool = False  # resume weights only: fresh optimizer, scaler and update count (hence LR)
     reset_dataloader: bool = False  # start the data from epoch 1
     save_interval: int = 1  # epochs

@@ -147,9 +147,13 @@ class Trainer:
             raise ValueError(f"{src}: {mc.vocab_size} embedding rows but the dictionary (+ prompts) has only {vocab}")
         model = build_model(self.family, self._model_config(mc.vocab_size))
         model.load_state_dict(loaded.state_dict, strict=True)
-        if mc.vocab_size < vocab:  # learned1..N etc.: new rows N(0, d^-0.5), as BioGPT (reference §2.5)
-            logger.info("growing the vocabulary %d -> %d rows for added symbols", mc.vocab_size, vocab)
-            model.resize_vocab(vocab, init="normal")
+        if mc.vocab_size < vocab:  # learned1..N etc.: fairseq's rows for this seed (reference §2.5)
+            init = str(self.cfg.checkpoint.new_rows_init)
+            logger.info("growing the vocabulary %d -> %d rows for added symbols (%s init)", mc.vocab_size, vocab, init)
+            if init == "fairseq" and self.family == "biogpt":
+                model.resize_vocab(vocab, init="fairseq", seed=self.cfg.seed)
+            else:  # other families have no fairseq original: their own N(0, std) init
+                model.resize_vocab(vocab, init="normal" if init == "fairseq" else init)
         logger.info("fine-tuning from %s (%s format)", src, loaded.source_format)
         return model
 
