@@ -145,6 +145,8 @@ def test_mini_chain_is_consistent():
         assert f"tokenizer_dir={pre.task.data}" in list(cfg.pipeline.prepare.args), name
         assert cfg.trainer.device == "cpu" and cfg.trainer.stop_time_hours > 0
         assert cfg.generation.subset == "valid" and cfg.generation.checkpoint == "checkpoint_last.pt"
+        if name == "mini_hoc":  # the decoded valid split must be held out of train (BioGPT trains on all of it)
+            assert "dataset.valid_from=train" in list(cfg.pipeline.prepare.args)
         assert list(cfg.pipeline.stages)[-2:] == ["generate", "score"]
         # the task's own recipe underneath (same prompt, targets, stopping rule); the loss is on prompt + answer
         # (BioGPT: whole sequence), which the mini reproduction's source_loss sweep compares

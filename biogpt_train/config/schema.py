@@ -305,7 +305,9 @@ class EvaluationConfig:
     scorer_options: Dict[str, Any] = field(default_factory=dict)
     max_examples: Optional[int] = None  # decode only the first N examples (smoke runs); gold is restricted to them
     restrict_gold: bool = False  # score against the decoded documents only (always on with max_examples)
-    dtype: str = "fp32"  # fp32 | fp16 | bf16 weights while decoding (BioGPT: fp32; BioGPT-Large-QA ran fp16)
+    # auto | fp32 | fp16 | bf16 weights while decoding; auto = BioGPT's inference.py: fp16 on CUDA when the
+    # checkpoint trained with fp16 weights (BioGPT-Large-QA), else fp32 (fp32 on CPU, with a note)
+    dtype: str = "auto"
     output_dir: str = "eval"  # relative to the run directory
     results_file: str = "results.json"  # relative to the run directory
     model_label: Optional[str] = None  # results.json "model" (paper: biogpt, biogpt_large); null: model.arch

@@ -50,8 +50,46 @@ def _task_option(cfg, name: str):
     return get(cfg, name) if cfg is not None else None
 
 
+DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16",
+               "float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
+
+
+def trained_in_fp16(cfg) -> bool:
+    """Whether a training config kept fp16 weights: fairseq ``cfg.common.fp16`` (``--fp16`` and
+    ``--memory-efficient-fp16``; legacy ``args.fp16``), ours ``trainer.precision=fp16`` with ``trainer.fp16_weights``
+    (autocast fp16 keeps fp32 weights, like fairseq's ``--amp``, whose cfg says ``fp16: False``)."""
+    def get(obj, key):
+        return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
+
+    if cfg is None:
+        return False
+    common, trainer = get(cfg, "common"), get(cfg, "trainer")
+    if trainer is not None and not isinstance(trainer, str):
+        weights = get(trainer, "fp16_weights")
+        return str(get(trainer, "precision")) == "fp16" and weights not in (None, False, "off")
+    holder = common if common is not None and not isinstance(common, str) else cfg
+    return bool(get(holder, "fp16"))
+
+
+def decoding_dtype(requested: str, train_cfg, device) -> str:
+    """torch dtype name for decoding. ``auto`` = BioGPT's ``inference.py``: ``model.half()`` when the checkpoint's
+    training cfg says fp16 (``trained_in_fp16``), on CUDA; on CPU such a checkpoint decodes in fp32 (noted)."""
+    requested = str(requested)
+    if requested != "auto":
+        if requested not in DTYPE_NAMES:
+            raise ValueError(f"dtype must be auto, fp32, fp16 or bf16 (or float32/float16/bfloat16), not {requested!r}")
+        return DTYPE_NAMES[requested]
+    if not trained_in_fp16(train_cfg):
+        return "float32"
+    if torch.device(device).type == "cuda":
+        return "float16"
+    logger.info("the checkpoint trained with fp16 weights (BioGPT decodes it in fp16 on CUDA); decoding in fp32 on "
+                "%s (dtype=fp16 to force)", device)
+    return "float32"
+
+
 def load_for_decoding(checkpoint, dict_path=None, learned_prompt: Optional[int] = None,
-                      manual_prompt: Optional[str] = None, device=None, dtype: str = "float32"):
+                      manual_prompt: Optional[str] = None, device=None, dtype: str = "auto"):
     """(model, dictionary, prompt ids, training cfg) for a checkpoint in any format.
 
     The dictionary is ``dict_path``, else the one stored in the checkpoint, else ``dict.txt`` beside it. It then
@@ -80,7 +118,7 @@ def load_for_decoding(checkpoint, dict_path=None, learned_prompt: Optional[int] 
     checkpoints.check_vocab(loaded.model_config, dictionary, dict_path or f"stored with {checkpoint}", checkpoint)
     model = checkpoints.build_model(loaded)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
+    model = model.to(device=device, dtype=getattr(torch, decoding_dtype(dtype, loaded.cfg, device))).eval()
     return model, dictionary, prompt, loaded.cfg
 
 
@@ -171,7 +209,7 @@ def decode_sources(model, dictionary, sources: Sequence[Sequence[int]], *, promp
 def decode_file(checkpoint, input, output, *, input_format: str = "text", dict_path=None, bpecodes=None,
                 learned_prompt: Optional[int] = None, manual_prompt: Optional[str] = None,
                 max_source_positions: Optional[int] = None, batch_size: int = 16, device=None,
-                dtype: str = "float32", **gen_kwargs) -> Path:
+                dtype: str = "auto", **gen_kwargs) -> Path:
     """Decode every example of ``input`` and write ``output`` (one line per example, atomically).
 
     ``input_format``: ``text`` (raw lines, e.g. a prepared ``{split}.x``; needs ``bpecodes``), ``bpe`` (BPE'd
