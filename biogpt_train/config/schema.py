@@ -77,6 +77,12 @@ class NewRowsInit(StrEnum):
     zeros = "zeros"
 
 
+class FP16Weights(StrEnum):
+    off = "off"  # fp32 weights, autocast (fairseq --amp)
+    master = "master"  # fp16 weights + fp32 master copies in the optimizer (fairseq --fp16)
+    memory_efficient = "memory_efficient"  # fp16 weights, fp32 moments only (fairseq --memory-efficient-fp16)
+
+
 class Device(StrEnum):
     auto = "auto"  # cuda:LOCAL_RANK when CUDA is available, else cpu
     cpu = "cpu"
@@ -217,6 +223,7 @@ class TrainerConfig:
     update_freq: int = 1  # micro-batches accumulated per update (per rank)
     precision: Precision = Precision.fp32
     device: Device = Device.auto
+    fp16_weights: FP16Weights = FP16Weights.off  # with precision=fp16: fairseq's fp16 layouts (docs/FIDELITY.md)
     fp16_init_scale: float = 128.0
     fp16_scale_window: Optional[int] = None  # None: 2**14 / (world_size * update_freq), as fairseq
     min_loss_scale: float = 1e-4

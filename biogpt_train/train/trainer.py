@@ -35,7 +35,7 @@ from biogpt_train.models import build_model, model_config
 from biogpt_train.train.lr_schedulers import get_lr
 from biogpt_train.train.objectives import objective_for
 from biogpt_train.train.optim import build_optimizer, set_lr
-from biogpt_train.train.precision import DynamicLossScaler, autocast, default_scale_window
+from biogpt_train.train.precision import DynamicLossScaler, autocast, default_scale_window, fp16_weights_mode
 from biogpt_train.distributed.parallelize import no_sync, parallelize
 from biogpt_train.checkpoint import training as ckpt
 from biogpt_train.utils import set_seed
@@ -89,9 +89,14 @@ class Trainer:
         resume = self._find_resume()
         self.raw_model = self._build_model(resume)  # weights loaded before wrapping: FSDP shards the loaded values
         self.model_config = self.raw_model.cfg
+        self.fp16_weights = fp16_weights_mode(cfg.trainer)  # None, or fairseq's --fp16 / --memory-efficient-fp16
+        if self.fp16_weights:
+            self.raw_model.half()  # exact for weights a resumed run saved in fp16
+        self.autocast_precision = "fp32" if self.fp16_weights else cfg.trainer.precision  # half weights: no autocast
         self.model = parallelize(self.raw_model.to(self.device), cfg, info.world_size, self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(self.model, cfg.optim, self.device)
+        self.optimizer = build_optimizer(self.model, cfg.optim, self.device,
+                                         master_weights=self.fp16_weights == "master")
         self.scaler = None
         if str(cfg.trainer.precision) == "fp16":
             window = cfg.trainer.fp16_scale_window or default_scale_window(info.world_size, cfg.trainer.update_freq)
@@ -189,11 +194,11 @@ class Trainer:
         """The summed loss of one micro-batch; the update divides by the samples' summed `ntokens` (fairseq's
         sample_size). Decoders: token NLL (below); other objectives (encoders) come from train/objectives.py."""
         if self.objective is not None:
-            with autocast(self.cfg.trainer.precision, self.device):
+            with autocast(self.autocast_precision, self.device):
                 return self.objective(self.model, sample, self.device)
         tokens = sample["net_input"]["src_tokens"].to(self.device, non_blocking=True)
         target = sample["target"].to(self.device, non_blocking=True)
-        with autocast(self.cfg.trainer.precision, self.device):
+        with autocast(self.autocast_precision, self.device):
             logits = self.model(tokens)
         # fairseq: log_softmax in fp32, summed NLL over non-pad targets
         return F.cross_entropy(logits.float().view(-1, logits.size(-1)), target.view(-1),
@@ -253,8 +258,9 @@ class Trainer:
     def _grad_norm_and_clip(self, grads: list[torch.Tensor]) -> float:
         if not grads:
             return 0.0
-        # torch.nn.utils.get_total_norm (torch >= 2.6) computes exactly this
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        # torch.nn.utils.get_total_norm (torch >= 2.6) computes exactly this; fp16 grads: in fp32, as fairseq
+        wide = {"dtype": torch.float32} if grads[0].dtype != torch.float32 else {}
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2, **wide)))
         if hasattr(norm, "full_tensor"):  # FSDP: a partial DTensor -> reduce over shards
             norm = norm.full_tensor()
         clip = self.cfg.optim.clip_norm
