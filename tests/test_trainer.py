@@ -227,3 +227,17 @@ def test_finetune_from_new_rows_are_fairseqs_draw_for_the_seed(tmp_path, init):
     torch.nn.init.constant_(fresh.weight[1], 0)
     new_rows = tr.raw_model.decoder.embed_tokens.weight.detach()[len(base):]
     assert torch.equal(new_rows, fresh.weight.detach()[len(base):]) == (init == "fairseq")
+
+
+def test_training_items_longer_than_max_tokens_are_dropped(tmp_path, lm_data):
+    """fairseq's train iterator filters by min(task, model, max_tokens) positions: blocks of up to 32 tokens with
+    data.max_tokens=24: the longer ones are dropped with a warning (valid, batched with max_tokens_valid, keeps
+    them); before, batching raised."""
+    tr = make_trainer(tmp_path, lm_data, **{"data.max_tokens": 24, "data.max_tokens_valid": 128,
+                                            "task.sample_break_mode": "complete", "trainer.max_update": 2,
+                                            "data.skip_invalid_size_inputs_valid_test": "true"})
+    sizes = tr.train_itr.dataset.sizes
+    kept = [int(i) for b in tr.train_itr.frozen_batches for i in b]
+    assert kept and all(sizes[i] <= 24 for i in kept) and (sizes > 24).sum() == len(sizes) - len(kept)
+    tr.train()
+    assert tr.state.num_updates == 2

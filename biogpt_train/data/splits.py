@@ -75,6 +75,9 @@ def make_iterator(cfg, dataset, split: str, info, epoch: int = 1, max_positions:
     dc = cfg.data
     max_tokens = dc.max_tokens if train or dc.max_tokens_valid is None else dc.max_tokens_valid
     batch_size = dc.batch_size if train or dc.batch_size_valid is None else dc.batch_size_valid
+    if train and max_tokens and max_positions is not None:
+        # fairseq resolve_max_positions(task, model, max_tokens) for training: a longer item is dropped (warned)
+        max_positions = min(max_positions, max_tokens)
     seed = cfg.seed + (epoch if dc.update_ordered_indices_seed else 0)
     batches = make_batches(dataset, seed=seed, max_tokens=max_tokens, max_sentences=batch_size,
                            required_batch_size_multiple=dc.required_batch_size_multiple,
