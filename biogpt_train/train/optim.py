@@ -111,7 +111,8 @@ class FairseqAdam(torch.optim.Optimizer):
                     self.state[p][k] = v.to(device=p.device, dtype=torch.float32, copy=True)
 
 
-def build_adam(model: torch.nn.Module, cfg, device: torch.device, master_weights: bool = False) -> torch.optim.Optimizer:
+def build_adam(model: torch.nn.Module, cfg, device: torch.device, master_weights: bool = False
+               ) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg.weight_decay, cfg.decay_all_params)
     mode = str(getattr(cfg, "eps_mode", "fairseq"))
     if mode == "fairseq":

@@ -4,10 +4,10 @@ By default parameters and optimizer state stay fp32 (fairseq's `--amp` layout); 
 forward/backward compute dtype through autocast. ``trainer.fp16_weights`` (with ``precision=fp16``) gives fairseq's
 fp16 layouts instead: the model is ``half()``, runs without autocast (logits go to an fp32 log-softmax), and
 FairseqAdam keeps fp32 moments: ``master`` adds fp32 master weights (``--fp16``), ``memory_efficient`` recomputes
-the fp32 update from the half weights (``--memory-efficient-fp16``, BioGPT-Large-QA's). The fp16 loss scaler follows fairseq's `DynamicLossScaler`
-exactly (framework-notes §2.9): start at 128, halve on overflow (never below `min_loss_scale`, else stop), double
-after `scale_window` updates without overflow, window 2**14 / (world_size * update_freq). An overflow skips the
-update: the trainer then advances neither `num_updates` nor the LR.
+the fp32 update from the half weights (``--memory-efficient-fp16``, BioGPT-Large-QA's). The fp16 loss scaler
+follows fairseq's `DynamicLossScaler` exactly (framework-notes §2.9): start at 128, halve on overflow (never below
+`min_loss_scale`, else stop), double after `scale_window` updates without overflow, window 2**14 / (world_size *
+update_freq). An overflow skips the update: the trainer then advances neither `num_updates` nor the LR.
 """
 
 from __future__ import annotations

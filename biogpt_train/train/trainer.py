@@ -5,7 +5,8 @@ One update = `update_freq` micro-batches per rank (fairseq GroupedIterator). For
 all-reduce of [loss, target tokens, sentences, flags]; gradients (already averaged over W ranks by DDP/FSDP) are
 multiplied by W / total_tokens (÷ loss scale under fp16), so every update is the per-token mean over all
 micro-batches of all ranks (framework-notes §2.6). Then the grad norm (always computed), optional clipping, the
-non-finite / fp16-overflow check (skip: neither num_updates nor the LR advance), and the optimizer step.
+non-finite / fp16-overflow check (fp16: skip, neither num_updates nor the LR advance; fp32/bf16: FloatingPointError,
+as fairseq), and the optimizer step.
 
 Dropout is reseeded every update with seed + num_updates (fairseq `_set_seed`), the LR is a pure function of
 num_updates, and batches are a function of (seed, epoch, position): with the checkpointed optimizer, scaler and
