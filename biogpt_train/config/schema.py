@@ -247,6 +247,8 @@ class CheckpointConfig:
     new_rows_init: NewRowsInit = NewRowsInit.fairseq  # embedding rows finetune_from lacks (learned1..N, ...)
     reset_optimizer: bool = False  # resume weights only: fresh optimizer, scaler and update count (hence LR)
     reset_dataloader: bool = False  # start the data from epoch 1
+    # resuming mid-epoch on another number of ranks: false = error; true = continue at the same share of the epoch
+    reshard_on_resume: bool = False
     save_interval: int = 1  # epochs
     save_interval_updates: int = 0
     keep_interval_updates: int = -1
