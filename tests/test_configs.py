@@ -94,6 +94,9 @@ def test_fine_tuning_recipes_match_the_paper(name):
     if name == "hoc":
         assert cfg.trainer.max_update == 20000 and cfg.checkpoint.save_interval_updates == 1000
         assert cfg.checkpoint.no_epoch_checkpoints and cfg.generation.checkpoint == "checkpoint_last.pt"
+        # BioGPT trains on all of train.tsv (data_prep's default valid_from=biogpt) and decodes test
+        assert cfg.generation.subset == "test"
+        assert not any("valid_from" in a for a in cfg.pipeline.prepare.args)
 
 
 def test_pretraining_recipe():

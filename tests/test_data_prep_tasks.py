@@ -246,10 +246,17 @@ def test_pubmedqa_test_labels_from_ground_truth(tmp_path):
 
 def test_hoc_splits_and_text():
     raw_dir = require_shared("HoC", "raw")
-    splits = hoc.build_splits(raw_dir)
+    # BioGPT (default): train on all 9972 train.tsv lines; no labelled test here, so valid is a logging-only copy
+    biogpt = hoc.build_splits(raw_dir)
+    counts = {s: (len(v.examples), v.has_targets) for s, v in biogpt.items()}
+    assert counts == {"train": (9972, True), "valid": (997, True), "test": (4947, False)}
+    assert set(by_id(biogpt["valid"])) < set(by_id(biogpt["train"])) and "still trained on" in biogpt["valid"].notes[0]
+    # valid_from=train: the same seeded sample held out
+    splits = hoc.build_splits(raw_dir, {"valid_from": "train"})
     counts = {s: (len(v.examples), v.has_targets) for s, v in splits.items()}
     assert counts == {"train": (8975, True), "valid": (997, True), "test": (4947, False)}
     assert "dev_seed 1" in splits["valid"].notes[0] and "test.tsv" in splits["valid"].notes[0]
+    assert splits["valid"].examples == biogpt["valid"].examples
     train = by_id(splits["train"]) | by_id(splits["valid"])
     assert train["train.tsv:1"] == ("train.tsv:1", "Dendritic cells ( DCs ) and natural killer ( NK ) cells are "
                                     "central components of innate immunity for controlling tumor growth .",
@@ -263,9 +270,26 @@ def test_hoc_splits_and_text():
     # the dev sample is a deterministic function of the seed; train + valid = every train.tsv line once
     ids = sorted(train, key=lambda k: int(k.split(":")[1]))
     assert len(ids) == 9972 and int(ids[-1].split(":")[1]) == 9972
-    again = hoc.build_splits(raw_dir)["valid"].examples
-    other = hoc.build_splits(raw_dir, {"dev_seed": 2})["valid"].examples
+    again = hoc.build_splits(raw_dir, {"valid_from": "train"})["valid"].examples
+    other = hoc.build_splits(raw_dir, {"valid_from": "train", "dev_seed": 2})["valid"].examples
     assert again == splits["valid"].examples and other != again
+
+
+def test_hoc_biogpt_valid_is_valid_tsv_else_the_labelled_test(tmp_path):
+    """BioGPT's rebuild_data.py writes train/valid/test from train.tsv/valid.tsv/test.tsv, and valid.tsv is
+    test.tsv: all of train is trained on; valid = valid.tsv, or (absent) the labelled test.tsv."""
+    (tmp_path / "train.tsv").write_text("".join(f"Sentence {i} .\tempty\n" for i in range(20)))
+    (tmp_path / "test.tsv").write_text("Test one .\tempty\n\nTest two\tgenomic instability and mutation\n")
+    splits = hoc.build_splits(tmp_path)
+    assert len(splits["train"].examples) == 20
+    assert splits["valid"].examples == splits["test"].examples and splits["valid"].source_file == "test.tsv"
+    (tmp_path / "valid.tsv").write_text("Valid one .\tempty\n")
+    splits = hoc.build_splits(tmp_path)
+    assert [e.source for e in splits["valid"].examples] == ["Valid one ."] and len(splits["train"].examples) == 20
+    held_out = hoc.build_splits(tmp_path, {"valid_from": "train", "dev_fraction": 0.25})
+    assert len(held_out["train"].examples) == 15 and len(held_out["valid"].examples) == 5
+    with pytest.raises(DataError, match="valid_from must be 'biogpt'"):
+        hoc.build_splits(tmp_path, {"valid_from": "test"})
 
 
 def test_hoc_labelled_test_with_blank_lines(tmp_path):
@@ -420,7 +444,7 @@ def test_bc5cdr_build_copies_entities_for_scoring(tmp_path):
 
 def test_rebuild_removes_files_of_a_split_no_longer_made(tmp_path):
     raw = require_shared("HoC", "raw")
-    BUILDERS["hoc"](raw, tmp_path, None, workers=1, options={"dev_fraction": 0.05})
+    BUILDERS["hoc"](raw, tmp_path, None, workers=1, options={"dev_fraction": 0.05, "valid_from": "train"})
     assert len(_lines(tmp_path / "valid.x")) == 499 and len(_lines(tmp_path / "train.y")) == 9473
     summary = BUILDERS["hoc"](raw, tmp_path, None, workers=1, options={"dev_fraction": 0})
     assert not (tmp_path / "valid.x").exists() and not (tmp_path / "valid.pmid").exists()

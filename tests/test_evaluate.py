@@ -199,6 +199,25 @@ def test_generate_errors_are_clear(decode_setup, tmp_path):
         evaluate.generate(cfg, run_dir)
 
 
+def test_dtype_auto_halves_fp16_checkpoints_on_cuda_only(decode_setup, tmp_path, caplog):
+    """evaluation.dtype=auto (the default) = BioGPT's inference.py: model.half() when the checkpoint's training cfg
+    says fp16; on CPU such a checkpoint decodes in fp32 with a note. Explicit dtypes are kept."""
+    from biogpt_train.checkpoint.io import save_native
+
+    cfg, run_dir, model, d = decode_setup
+    assert compose([]).evaluation.dtype == "auto"
+    path = run_dir / "checkpoints" / "checkpoint_avg.pt"
+    save_native(path, model, d, cfg={"trainer": {"precision": "fp16", "fp16_weights": "memory_efficient"}})
+    with caplog.at_level("INFO", logger="biogpt_train"):
+        m, _ = evaluate._load_model(cfg, path, torch.device("cpu"), "auto")
+    assert m.decoder.embed_tokens.weight.dtype == torch.float32 and "decoding in fp32 on cpu" in caplog.text
+    m, _ = evaluate._load_model(cfg, path, torch.device("cpu"), "fp16")
+    assert m.decoder.embed_tokens.weight.dtype == torch.float16
+    with pytest.raises(ValueError, match="evaluation.dtype must be one of"):
+        cfg.evaluation.dtype = "fp8"
+        evaluate.generate(cfg, run_dir)
+
+
 # -------------------------------------------------------------------------------------------------- gold
 def _pqa_raw(path: Path, labels: dict):
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -70,7 +70,7 @@ def test_every_paper_row_has_an_experiment():
 # so that a later change to the base recipe reaches the derived one)
 LARGE_KEYS = {"run_name", "model.", "task.data", "task.tokens_per_sample", "task.max_target_positions",
               "task.max_source_positions", "data.max_tokens", "trainer.update_freq", "trainer.precision",
-              "checkpoint.finetune_from", "pipeline.prepare.args", "evaluation."}
+              "trainer.fp16_weights", "checkpoint.finetune_from", "pipeline.prepare.args", "evaluation."}
 FORMAT_KEYS = {"run_name", "task.data", "pipeline.prepare.args"}
 
 
@@ -110,6 +110,9 @@ def test_large_rows_use_biogpt_large(task):
     assert cfg.task.data != compose([f"+experiment={task}"]).task.data
     assert any(str(a).startswith("tokenizer_dir=") and str(a).endswith("BioGPT-Large")
                for a in cfg.pipeline.prepare.args)
+    # fp16 weights as BioGPT-Large-QA's cfg (fp16: True, memory_efficient_fp16: True; reference §5.4), so evaluation's
+    # dtype=auto decodes them in fp16 on CUDA like BioGPT's inference.py
+    assert cfg.trainer.precision == "fp16" and cfg.trainer.fp16_weights == "memory_efficient"
     # BioGPT-Large-QA (the released PubMedQA-Large): 2048-token samples, 1900-token sources (reference §5.4)
     if task == "pubmedqa":
         assert cfg.task.max_source_positions == 1900 and cfg.data.max_tokens == 2048 and cfg.trainer.update_freq == 16
@@ -145,6 +148,8 @@ def test_mini_chain_is_consistent():
         assert f"tokenizer_dir={pre.task.data}" in list(cfg.pipeline.prepare.args), name
         assert cfg.trainer.device == "cpu" and cfg.trainer.stop_time_hours > 0
         assert cfg.generation.subset == "valid" and cfg.generation.checkpoint == "checkpoint_last.pt"
+        if name == "mini_hoc":  # the decoded valid split must be held out of train (BioGPT trains on all of it)
+            assert "dataset.valid_from=train" in list(cfg.pipeline.prepare.args)
         assert list(cfg.pipeline.stages)[-2:] == ["generate", "score"]
         # the task's own recipe underneath (same prompt, targets, stopping rule); the loss is on prompt + answer
         # (BioGPT: whole sequence), which the mini reproduction's source_loss sweep compares

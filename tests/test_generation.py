@@ -409,3 +409,63 @@ def test_cli_free_text(task_files, capsys):
     printed = capsys.readouterr().out.strip().split("\n")
     assert len(printed) == 1 and printed[0].startswith("the cells")
     assert len(printed[0].split()) >= 4
+
+
+def test_cli_decoding_grows_the_dictionary_as_training_does(task_files):
+    """A fairseq checkpoint trained with prefix=true and a manual prompt with an unknown word: decoding grows
+    dict.txt with the training rule (<seqsep> first, then the unknown word), so ids match the embedding rows."""
+    from omegaconf import OmegaConf
+
+    from biogpt_train.data.splits import build_dictionary
+    from biogpt_train.generation.decode import load_for_decoding
+
+    d, _, base, _ = task_files
+    task = {"manual_prompt": "the zeta", "prefix": True, "max_source_positions": 6}
+    model = make_model(vocab=base + 2, max_positions=64).float()
+    fairseq_dir = d / "fairseq_prefix"
+    fairseq_dir.mkdir()
+    (fairseq_dir / "dict.txt").write_bytes((d / "dict.txt").read_bytes())
+    torch.save({"cfg": {"model": {"decoder_attention_heads": model.cfg.heads}, "task": task},
+                "model": model.state_dict()}, fairseq_dir / "checkpoint.pt")
+    _, dictionary, prompt, _ = load_for_decoding(fairseq_dir / "checkpoint.pt", device="cpu")
+    assert dictionary.symbols[base:] == ["<seqsep>", "zeta"] and prompt == [dictionary.index("the"), base + 1]
+    train_cfg = OmegaConf.create({"task": dict(task, data=str(fairseq_dir), learned_prompt=0, sep_token="<seqsep>",
+                                               learned_prompt_pattern="learned", add_unknown_prompt_words=True)})
+    assert build_dictionary(train_cfg).symbols == dictionary.symbols
+
+
+def test_cli_dtype_auto_follows_biogpt_inference(task_files, caplog):
+    """--dtype auto (default): BioGPT's inference.py halves the model when cfg.common.fp16 (fairseq --fp16 /
+    --memory-efficient-fp16; ours: trainer.fp16_weights), on CUDA; fp32 otherwise, and on CPU (with a note)."""
+    import argparse
+
+    from biogpt_train.generation.cli import main
+    from biogpt_train.generation.decode import decoding_dtype, load_for_decoding
+
+    fp16_cfgs = [{"common": {"fp16": True}}, argparse.Namespace(fp16=True),
+                 {"trainer": {"precision": "fp16", "fp16_weights": "master"}}]
+    fp32_cfgs = [None, {"common": {"fp16": False}}, {"common": {"amp": True}},
+                 {"trainer": {"precision": "fp16", "fp16_weights": "off"}}, {"trainer": {"precision": "fp32"}}]
+    assert [decoding_dtype("auto", c, "cuda") for c in fp16_cfgs] == ["float16"] * 3
+    assert [decoding_dtype("auto", c, "cuda") for c in fp32_cfgs] == ["float32"] * 5
+    with caplog.at_level("INFO", logger="biogpt_train"):
+        assert decoding_dtype("auto", fp16_cfgs[0], "cpu") == "float32"
+    assert "decoding in fp32 on cpu" in caplog.text
+    assert decoding_dtype("fp16", None, "cpu") == decoding_dtype("float16", None, "cpu") == "float16"
+    with pytest.raises(ValueError, match="dtype must be auto"):
+        decoding_dtype("half", None, "cpu")
+    d, model, _, _ = task_files
+    fairseq_dir = d / "fairseq_fp16"
+    fairseq_dir.mkdir()
+    (fairseq_dir / "dict.txt").write_bytes((d / "dict.txt").read_bytes())
+    torch.save({"cfg": {"model": {"decoder_attention_heads": model.cfg.heads}, "common": {"fp16": True},
+                        "task": {"learned_prompt": 3, "max_source_positions": 6}},
+                "model": model.state_dict()}, fairseq_dir / "checkpoint.pt")
+    m, *_ = load_for_decoding(fairseq_dir / "checkpoint.pt", device="cpu")
+    assert m.decoder.embed_tokens.weight.dtype == torch.float32
+    m, *_ = load_for_decoding(fairseq_dir / "checkpoint.pt", device="cpu", dtype="float16")
+    assert m.decoder.embed_tokens.weight.dtype == torch.float16
+    out = d / "fp16.detok"  # the CLI's default is auto
+    assert main(["task", "--checkpoint", str(fairseq_dir / "checkpoint.pt"), "--input", str(d / "test.x"),
+                 "--output", str(out), "--bpecodes", str(d / "bpecodes"), "--max-len-b", "20", "--device", "cpu"]) == 0
+    assert len(out.read_text().splitlines()) == 4

@@ -92,3 +92,47 @@ def test_mixed_precision_loss_falls_on_real_pubmed(tmp_path, pubmed_lm, precisio
     last = sum(m[u]["loss"] for u in range(9, 13)) / 4
     assert math.isfinite(last) and last < first - 2.0, (first, last)  # bits/token, from ~15.4 (= log2 42384)
     assert tr.state.num_updates == 12
+
+
+@pytest.mark.parametrize("mode", ["master", "memory_efficient"])
+def test_fp16_weights_train_and_resume_exactly(tmp_path, mode):
+    """trainer.fp16_weights (fairseq --fp16 / --memory-efficient-fp16): the model's weights are fp16, Adam's moments
+    fp32 (and, with master, fp32 master weights whose rounding is the model); the loss falls; 4 + 4 updates with a
+    resume in between give bitwise the weights and losses of 8 uninterrupted updates."""
+    import torch
+
+    data = make_lm_data(tmp_path / "data")
+    over = {"trainer.precision": "fp16", "trainer.fp16_weights": mode, "optim.lr": 1e-2,
+            "checkpoint.save_interval_updates": 4, "trainer.max_update": 8}
+
+    def trainer(run, **extra):
+        return Trainer(compose(tiny_overrides(data, tmp_path / "runs", **{**over, **extra})), tmp_path / run,
+                       distributed.init("cpu"))
+
+    tr = trainer("full")
+    tr.train()
+    assert {p.dtype for p in tr.raw_model.parameters()} == {torch.float16}
+    for p in tr.params:
+        st = tr.optimizer.state[p]
+        assert st["exp_avg"].dtype == st["exp_avg_sq"].dtype == torch.float32 and ("master" in st) == (mode == "master")
+        if mode == "master":
+            assert st["master"].dtype == torch.float32 and torch.equal(st["master"].half(), p.detach())
+    full = read_metrics(tmp_path / "full")
+    assert full[8]["loss"] < full[1]["loss"] - 0.5 and tr.state.skipped_updates == 0
+    trainer("split", **{"trainer.max_update": 4}).train()
+    resumed = trainer("split")
+    assert resumed.state.num_updates == 4
+    state = resumed.optimizer.state[resumed.params[0]]
+    assert state["exp_avg"].dtype == torch.float32  # not cast to the half parameter's dtype on load
+    resumed.train()
+    split = read_metrics(tmp_path / "split")
+    assert [split[u]["loss"] for u in range(1, 9)] == [full[u]["loss"] for u in range(1, 9)]
+    for (name, a), b in zip(tr.raw_model.named_parameters(), resumed.raw_model.parameters()):
+        assert torch.equal(a, b), name
+
+
+def test_fp16_weights_need_fp16_precision(tmp_path):
+    data = make_lm_data(tmp_path / "data")
+    cfg = compose(tiny_overrides(data, tmp_path / "runs", **{"trainer.fp16_weights": "master"}))
+    with pytest.raises(ValueError, match="needs trainer.precision=fp16"):
+        Trainer(cfg, tmp_path / "run", distributed.init("cpu"))

@@ -168,3 +168,42 @@ def test_ordered_indices_and_batching():
     assert sorted(i for b in batches for i in b.tolist()) == [0, 1, 2, 3, 4]
     for b in batches:
         assert len(b) * ds.sizes[b].max() <= 8
+
+
+def _dict(tmp_path, words=("the", "answer", "is", "...")):
+    from biogpt_train.data.dictionary import Dictionary
+
+    (tmp_path / "dict.txt").write_text("".join(f"{w} {100 - i}\n" for i, w in enumerate(words)), encoding="utf-8")
+    return Dictionary.load(tmp_path / "dict.txt")
+
+
+def test_add_prompt_symbols_follows_biogpt_setup_prompt(tmp_path):
+    """BioGPT's setup_prompt: <seqsep> is added before learned1..N (prefix mode); a manual prompt's unknown words
+    become new symbols in order (fairseq's add_if_not_exist=True); known words keep their ids."""
+    from biogpt_train.data.prompt_dataset import add_prompt_symbols
+
+    d = _dict(tmp_path)
+    base = len(d)
+    assert add_prompt_symbols(d, learned_prompt=3, prefix=True) == [base + 1, base + 2, base + 3]
+    assert d.symbols[base:] == ["<seqsep>", "learned1", "learned2", "learned3"]
+    d = _dict(tmp_path)
+    ids = add_prompt_symbols(d, manual_prompt="the zeta answer omega zeta")
+    assert d.symbols[base:] == ["zeta", "omega"]
+    assert ids == [d.index("the"), base, d.index("answer"), base + 1, base]
+    d = _dict(tmp_path)
+    with pytest.raises(ValueError, match="not in the dictionary"):
+        add_prompt_symbols(d, manual_prompt="the zeta", add_unknown_words=False)
+    assert len(d) == base
+
+
+def test_build_dictionary_grows_for_manual_prompts_and_puts_sep_first(tmp_path):
+    from omegaconf import OmegaConf
+
+    from biogpt_train.data.splits import build_dictionary
+
+    base = len(_dict(tmp_path))
+    task = dict(data=str(tmp_path), learned_prompt=0, learned_prompt_pattern="learned", manual_prompt="is zeta",
+                prefix=False, sep_token="<seqsep>", add_unknown_prompt_words=True)
+    assert build_dictionary(OmegaConf.create({"task": task})).symbols[base:] == ["zeta"]
+    task.update(manual_prompt=None, learned_prompt=2, prefix=True)
+    assert build_dictionary(OmegaConf.create({"task": task})).symbols[base:] == ["<seqsep>", "learned1", "learned2"]

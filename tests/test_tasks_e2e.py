@@ -85,7 +85,7 @@ def make_raw_subset(task: str, root: Path, n_train: int = 4, n_valid: int = 3, l
         raw.mkdir(parents=True)
         lines = src.read_text(encoding="utf-8").splitlines(keepends=True)[: n_train + n_valid]
         (raw / "train.tsv").write_text("".join(lines), encoding="utf-8")
-        return raw, {"dev_fraction": n_valid / (n_train + n_valid)}
+        return raw, {"dev_fraction": n_valid / (n_train + n_valid), "valid_from": "train"}  # held out
     raise KeyError(task)
 
 

@@ -96,14 +96,18 @@ def test_lr_per_update_batching_and_base2_logging(tmp_path, lm_data, scheduler):
     assert list(valid) == [MAX_UPDATE] and valid[MAX_UPDATE]["loss"] < metrics[1]["loss"]
 
 
-def test_nonfinite_updates_are_skipped_then_the_run_stops(tmp_path, lm_data):
-    tr = make_trainer(tmp_path, lm_data, **{"trainer.max_consecutive_nonfinite": 3})
+@pytest.mark.parametrize("limit", [None, 3])
+def test_nonfinite_updates_are_skipped_then_the_run_stops(tmp_path, lm_data, limit):
+    """fp32 default (null) = fairseq: FloatingPointError at the first non-finite update; N: N-1 skipped, then stop."""
+    tr = make_trainer(tmp_path, lm_data, **{"trainer.max_consecutive_nonfinite": "null" if limit is None else limit})
     with torch.no_grad():
         tr.raw_model.decoder.layers[0].fc1.weight[0, 0] = float("nan")
     before = {k: v.clone() for k, v in tr.raw_model.state_dict().items()}
-    with pytest.raises(NonFiniteLossError, match="3 updates in a row"):
+    n = limit or 1
+    with pytest.raises(FloatingPointError, match=f"{n} update\\(s\\) in a row") as e:
         tr.train()
-    assert tr.state.num_updates == 0 and tr.state.skipped_updates == 3
+    assert isinstance(e.value, NonFiniteLossError)
+    assert tr.state.num_updates == 0 and tr.state.skipped_updates == n
     after = tr.raw_model.state_dict()
     assert all(torch.equal(before[k], after[k]) or before[k].isnan().any() for k in before)  # no step taken
 
@@ -226,3 +230,53 @@ def test_distributed_init_refuses_different_arguments():
     with pytest.raises(RuntimeError, match="already called with device='cpu'"):
         distributed.init("cuda")
     distributed.destroy()
+
+
+@pytest.mark.parametrize("flag", ["true", "false"])
+def test_validation_at_mid_epoch_saves(tmp_path, lm_data, flag):
+    """fairseq's validate_and_save validates whenever it saves (checkpoint_best.pt can come from any save);
+    trainer.validate_mid_epoch_saves=false only validates at epoch ends / validate_interval_updates / the end."""
+    tr = make_trainer(tmp_path, lm_data, **{"trainer.max_update": 5, "checkpoint.save_interval_updates": 2,
+                                            "trainer.validate_mid_epoch_saves": flag})
+    tr.train()
+    assert len(tr.train_itr.frozen_batches) > 5  # all 5 updates are mid-epoch
+    valid = read_metrics(tmp_path / "run", "valid")
+    assert sorted(valid) == ([2, 4, 5] if flag == "true" else [5])
+
+
+@pytest.mark.parametrize("init", ["fairseq", "normal"])
+def test_finetune_from_new_rows_are_fairseqs_draw_for_the_seed(tmp_path, init):
+    """fairseq-train seeds, then builds Embedding(len(dict), d, pad): nn.Embedding's own N(0, 1) draw, then
+    normal_(0, d^-0.5) over it; BioGPT's load_state_dict keeps rows [N:] of that for learned1..k. A literal port
+    of that sequence gives the trainer's new rows (checkpoint.new_rows_init=fairseq); `normal` does not."""
+    data = make_pair_data(tmp_path / "pair")
+    from biogpt_train.data.dictionary import Dictionary
+
+    base = Dictionary.load(data / "dict.txt")
+    pre = TransformerLM(ModelConfig(vocab_size=len(base), embed_dim=64, layers=2, heads=4, ffn_dim=256,
+                                    max_positions=256))
+    save_native(tmp_path / "pre.pt", pre, base)
+    seed = 7
+    tr = make_trainer(tmp_path, data, **{
+        "task": "bc5cdr", "task.max_source_positions": 40, "task.max_target_positions": 64, "task.learned_prompt": 3,
+        "checkpoint.finetune_from": tmp_path / "pre.pt", "seed": seed, "checkpoint.new_rows_init": init})
+    torch.manual_seed(seed)  # fairseq_cli/train.py main(): utils.set_torch_seed(cfg.common.seed)
+    fresh = torch.nn.Embedding(len(base) + 3, 64, padding_idx=1)  # transformer_lm Embedding(len(dict), d, pad)
+    torch.nn.init.normal_(fresh.weight, mean=0, std=64**-0.5)
+    torch.nn.init.constant_(fresh.weight[1], 0)
+    new_rows = tr.raw_model.decoder.embed_tokens.weight.detach()[len(base):]
+    assert torch.equal(new_rows, fresh.weight.detach()[len(base):]) == (init == "fairseq")
+
+
+def test_training_items_longer_than_max_tokens_are_dropped(tmp_path, lm_data):
+    """fairseq's train iterator filters by min(task, model, max_tokens) positions: blocks of up to 32 tokens with
+    data.max_tokens=24: the longer ones are dropped with a warning (valid, batched with max_tokens_valid, keeps
+    them); before, batching raised."""
+    tr = make_trainer(tmp_path, lm_data, **{"data.max_tokens": 24, "data.max_tokens_valid": 128,
+                                            "task.sample_break_mode": "complete", "trainer.max_update": 2,
+                                            "data.skip_invalid_size_inputs_valid_test": "true"})
+    sizes = tr.train_itr.dataset.sizes
+    kept = [int(i) for b in tr.train_itr.frozen_batches for i in b]
+    assert kept and all(sizes[i] <= 24 for i in kept) and (sizes > 24).sum() == len(sizes) - len(kept)
+    tr.train()
+    assert tr.state.num_updates == 2

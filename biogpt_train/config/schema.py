@@ -46,7 +46,12 @@ class OptimizerName(StrEnum):
     adam = "adam"  # fairseq --optimizer adam: decoupled weight decay (AdamW)
 
 
-class AdamImpl(StrEnum):
+class AdamEpsMode(StrEnum):
+    fairseq = "fairseq"  # FairseqAdam: eps added to sqrt(v) before the bias correction (fairseq/optim/adam.py)
+    torch = "torch"  # torch.optim.AdamW: eps added after the bias correction; kernel from optim.impl
+
+
+class AdamImpl(StrEnum):  # torch.optim.AdamW's kernel (optim.eps_mode=torch)
     auto = "auto"  # fused on CUDA, foreach otherwise
     fused = "fused"
     foreach = "foreach"
@@ -64,6 +69,18 @@ class Precision(StrEnum):
     fp32 = "fp32"
     bf16 = "bf16"  # autocast bf16, fp32 parameters and optimizer state
     fp16 = "fp16"  # autocast fp16 + fairseq dynamic loss scaling
+
+
+class NewRowsInit(StrEnum):
+    fairseq = "fairseq"  # rows N..N+k of the Embedding fairseq-train draws right after seeding (BioGPT's)
+    normal = "normal"  # N(0, d^-0.5) (biogpt) / N(0, initializer_range) (llama) from the current RNG state
+    zeros = "zeros"
+
+
+class FP16Weights(StrEnum):
+    off = "off"  # fp32 weights, autocast (fairseq --amp)
+    master = "master"  # fp16 weights + fp32 master copies in the optimizer (fairseq --fp16)
+    memory_efficient = "memory_efficient"  # fp16 weights, fp32 moments only (fairseq --memory-efficient-fp16)
 
 
 class Device(StrEnum):
@@ -158,6 +175,7 @@ class TaskConfig:
     learned_prompt: int = 0  # number of learned prompt tokens learned1..N appended to the dictionary
     learned_prompt_pattern: str = "learned"
     manual_prompt: Optional[str] = None
+    add_unknown_prompt_words: bool = True  # fairseq add_if_not_exist: manual-prompt words outside dict.txt are added
     prefix: bool = False
     sep_token: str = "<seqsep>"
     mask_source_loss: bool = False  # True: loss on prompt+target only; BioGPT trains on the whole sequence
@@ -185,7 +203,8 @@ class OptimConfig:
     eps: float = 1e-8
     weight_decay: float = 0.01  # BioGPT's scripts; fairseq: 0.0
     decay_all_params: bool = True  # fairseq: one group; False: no decay on biases, norms (nanoGPT's split)
-    impl: AdamImpl = AdamImpl.auto
+    eps_mode: AdamEpsMode = AdamEpsMode.fairseq  # docs/FIDELITY.md; torch: torch.optim.AdamW
+    impl: AdamImpl = AdamImpl.auto  # eps_mode=torch only
     clip_norm: float = 0.0  # 0 = no clipping; the norm is still computed and logged
 
 
@@ -216,12 +235,16 @@ class TrainerConfig:
     update_freq: int = 1  # micro-batches accumulated per update (per rank)
     precision: Precision = Precision.fp32
     device: Device = Device.auto
+    fp16_weights: FP16Weights = FP16Weights.off  # with precision=fp16: fairseq's fp16 layouts (docs/FIDELITY.md)
     fp16_init_scale: float = 128.0
     fp16_scale_window: Optional[int] = None  # None: 2**14 / (world_size * update_freq), as fairseq
     min_loss_scale: float = 1e-4
-    max_consecutive_nonfinite: int = 10  # stop after this many skipped (non-finite) updates in a row
+    # non-finite loss/gradients. null = fairseq: fp32/bf16 raise at the first one (FloatingPointError); fp16 skips
+    # the update and halves the loss scale (stops at min_loss_scale). N: skip up to N-1 in a row, stop at the N-th
+    max_consecutive_nonfinite: Optional[int] = None
     validate_interval: int = 1  # epochs
     validate_interval_updates: int = 0  # 0 = only at epoch ends
+    validate_mid_epoch_saves: bool = True  # fairseq validate_and_save: also validate at save_interval_updates saves
     disable_validation: bool = False
     activation_checkpointing: bool = False
     compile: bool = False
@@ -233,6 +256,7 @@ class CheckpointConfig:
     save_dir: str = "checkpoints"  # relative to the run directory
     restore_file: str = "checkpoint_last.pt"
     finetune_from: Optional[str] = None  # weights only, on the first launch (no restore_file in save_dir)
+    new_rows_init: NewRowsInit = NewRowsInit.fairseq  # embedding rows finetune_from lacks (learned1..N, ...)
     reset_optimizer: bool = False  # resume weights only: fresh optimizer, scaler and update count (hence LR)
     reset_dataloader: bool = False  # start the data from epoch 1
     # resuming mid-epoch on another number of ranks: false = error; true = continue at the same share of the epoch
@@ -302,7 +326,9 @@ class EvaluationConfig:
     scorer_options: Dict[str, Any] = field(default_factory=dict)
     max_examples: Optional[int] = None  # decode only the first N examples (smoke runs); gold is restricted to them
     restrict_gold: bool = False  # score against the decoded documents only (always on with max_examples)
-    dtype: str = "fp32"  # fp32 | fp16 | bf16 weights while decoding (BioGPT: fp32; BioGPT-Large-QA ran fp16)
+    # auto | fp32 | fp16 | bf16 weights while decoding; auto = BioGPT's inference.py: fp16 on CUDA when the
+    # checkpoint trained with fp16 weights (BioGPT-Large-QA), else fp32 (fp32 on CPU, with a note)
+    dtype: str = "auto"
     output_dir: str = "eval"  # relative to the run directory
     results_file: str = "results.json"  # relative to the run directory
     model_label: Optional[str] = None  # results.json "model" (paper: biogpt, biogpt_large); null: model.arch

@@ -31,7 +31,7 @@ def prompt_ids(dictionary: Any, manual_prompt: str | None = None, learned_prompt
                learned_prompt_pattern: str = "learned") -> list[int]:
     """Prompt ids as BioGPT's ``setup_prompt``: ``encode_line(manual_prompt)`` or ``learned1 .. learnedN``.
 
-    The learned symbols must already be in the dictionary (``add_symbol``); an id that maps to ``<unk>`` raises.
+    The words must already be in the dictionary (``add_prompt_symbols``); a word that maps to ``<unk>`` raises.
     A vocabulary that encodes text (a SentencePiece ``TokenizerVocab``) encodes the manual prompt as text.
     """
     if manual_prompt and learned_prompt:
@@ -48,9 +48,35 @@ def prompt_ids(dictionary: Any, manual_prompt: str | None = None, learned_prompt
     unk = int(dictionary.unk())
     missing = [w for w, i in zip(words, ids) if i == unk]
     if missing:
-        raise ValueError(f"prompt words not in the dictionary (would be <unk>): {missing[:5]}; "
-                         "add learned prompt symbols with Dictionary.add_symbol before building the prompt")
+        raise ValueError(f"prompt words not in the dictionary (would be <unk>): {missing[:5]}; add them with "
+                         "add_prompt_symbols (task.add_unknown_prompt_words=true, fairseq's add_if_not_exist)")
     return ids
+
+
+def add_prompt_symbols(dictionary: Any, manual_prompt: str | None = None, learned_prompt: int | None = None,
+                       learned_prompt_pattern: str = "learned", prefix: bool = False, sep_token: str = "<seqsep>",
+                       add_unknown_words: bool = True) -> list[int]:
+    """BioGPT's ``setup_prompt`` on ``dictionary`` (in place); returns the prompt ids. The one rule for training
+    (``data.splits.build_dictionary``) and decoding (``generation.decode.load_for_decoding``):
+
+    1. with ``prefix``, ``sep_token`` is added first (so it precedes ``learned1..N``);
+    2. the prompt (``manual_prompt``, or ``learned1 .. learnedN``) is encoded with fairseq's ``add_if_not_exist=True``:
+       each word missing from the dictionary becomes the next symbol, in order.
+
+    ``add_unknown_words=False`` (``task.add_unknown_prompt_words=false``) keeps the dictionary fixed for a manual
+    prompt: a word outside it raises instead (learned tokens are always added)."""
+    if manual_prompt and learned_prompt:
+        raise ValueError("manual_prompt and learned_prompt are mutually exclusive")
+    if prefix and sep_token not in dictionary:
+        dictionary.add_symbol(sep_token)
+    if learned_prompt:
+        words = [f"{learned_prompt_pattern}{k}" for k in range(1, int(learned_prompt) + 1)]
+    else:
+        words = manual_prompt.split() if manual_prompt and add_unknown_words else []
+    for word in words:
+        if word not in dictionary:
+            dictionary.add_symbol(word)
+    return prompt_ids(dictionary, manual_prompt, learned_prompt, learned_prompt_pattern)
 
 
 def max_target_length(max_target_positions: int, max_source_positions: int, prompt_len: int,

@@ -11,7 +11,7 @@ from biogpt_train.data.dictionary import Dictionary
 from biogpt_train.data.indexed_dataset import MMapIndexedDataset, dataset_exists
 from biogpt_train.data.iterators import EpochBatchIterator
 from biogpt_train.data.lm_dataset import LMDataset
-from biogpt_train.data.prompt_dataset import PromptDataset, prompt_ids
+from biogpt_train.data.prompt_dataset import PromptDataset, add_prompt_symbols, prompt_ids
 from biogpt_train.data.token_block import TokenBlockDataset
 from biogpt_train.data.vocab import TOKENIZER_FILE, TokenizerVocab, is_tokenizer_dir, sequence_start
 
@@ -21,8 +21,9 @@ def data_dirs(cfg) -> list[Path]:
 
 
 def build_dictionary(cfg) -> Dictionary | TokenizerVocab:
-    """dict.txt of the prepared data (or its SentencePiece tokenizer.model, seen as a `TokenizerVocab`), plus
-    learned1..N (and <seqsep> with prefix) appended as BioGPT's task does."""
+    """dict.txt of the prepared data (or its SentencePiece tokenizer.model, seen as a `TokenizerVocab`), grown as
+    BioGPT's task does (``add_prompt_symbols``): <seqsep> with prefix, then learned1..N or the manual prompt's
+    unknown words (a SentencePiece vocabulary encodes a manual prompt as text instead)."""
     root = data_dirs(cfg)[0]
     path = root / "dict.txt"
     if is_tokenizer_dir(root):
@@ -32,10 +33,9 @@ def build_dictionary(cfg) -> Dictionary | TokenizerVocab:
     else:
         raise FileNotFoundError(f"{path} (or {TOKENIZER_FILE}) not found: prepare the data first (pipeline stage "
                                 "`prepare`, or `python -m data_prep ...`), or point task.data at a prepared directory")
-    for k in range(1, cfg.task.learned_prompt + 1):
-        d.add_symbol(f"{cfg.task.learned_prompt_pattern}{k}")
-    if cfg.task.prefix:
-        d.add_symbol(cfg.task.sep_token)
+    t = cfg.task
+    add_prompt_symbols(d, t.manual_prompt, t.learned_prompt, t.learned_prompt_pattern, t.prefix, t.sep_token,
+                       add_unknown_words=t.add_unknown_prompt_words and isinstance(d, Dictionary))
     return d
 
 
@@ -81,6 +81,9 @@ def make_iterator(cfg, dataset, split: str, info, epoch: int = 1, max_positions:
     dc = cfg.data
     max_tokens = dc.max_tokens if train or dc.max_tokens_valid is None else dc.max_tokens_valid
     batch_size = dc.batch_size if train or dc.batch_size_valid is None else dc.batch_size_valid
+    if train and max_tokens and max_positions is not None:
+        # fairseq resolve_max_positions(task, model, max_tokens) for training: a longer item is dropped (warned)
+        max_positions = min(max_positions, max_tokens)
     seed = cfg.seed + (epoch if dc.update_ordered_indices_seed else 0)
     batches = make_batches(dataset, seed=seed, max_tokens=max_tokens, max_sentences=batch_size,
                            required_batch_size_multiple=dc.required_batch_size_multiple,

@@ -26,7 +26,8 @@ def _add_decoding_args(p: argparse.ArgumentParser, defaults: dict) -> None:
     g.add_argument("--topp", type=float, default=0.0)
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    g.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
+                   help="auto (BioGPT): float16 on CUDA when the checkpoint trained with fp16 weights, else float32")
 
 
 def _gen_kwargs(a) -> dict:

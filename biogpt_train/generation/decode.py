@@ -50,16 +50,56 @@ def _task_option(cfg, name: str):
     return get(cfg, name) if cfg is not None else None
 
 
+DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16",
+               "float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
+
+
+def trained_in_fp16(cfg) -> bool:
+    """Whether a training config kept fp16 weights: fairseq ``cfg.common.fp16`` (``--fp16`` and
+    ``--memory-efficient-fp16``; legacy ``args.fp16``), ours ``trainer.precision=fp16`` with ``trainer.fp16_weights``
+    (autocast fp16 keeps fp32 weights, like fairseq's ``--amp``, whose cfg says ``fp16: False``)."""
+    def get(obj, key):
+        return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
+
+    if cfg is None:
+        return False
+    common, trainer = get(cfg, "common"), get(cfg, "trainer")
+    if trainer is not None and not isinstance(trainer, str):
+        weights = get(trainer, "fp16_weights")
+        return str(get(trainer, "precision")) == "fp16" and weights not in (None, False, "off")
+    holder = common if common is not None and not isinstance(common, str) else cfg
+    return bool(get(holder, "fp16"))
+
+
+def decoding_dtype(requested: str, train_cfg, device) -> str:
+    """torch dtype name for decoding. ``auto`` = BioGPT's ``inference.py``: ``model.half()`` when the checkpoint's
+    training cfg says fp16 (``trained_in_fp16``), on CUDA; on CPU such a checkpoint decodes in fp32 (noted)."""
+    requested = str(requested)
+    if requested != "auto":
+        if requested not in DTYPE_NAMES:
+            raise ValueError(f"dtype must be auto, fp32, fp16 or bf16 (or float32/float16/bfloat16), not {requested!r}")
+        return DTYPE_NAMES[requested]
+    if not trained_in_fp16(train_cfg):
+        return "float32"
+    if torch.device(device).type == "cuda":
+        return "float16"
+    logger.info("the checkpoint trained with fp16 weights (BioGPT decodes it in fp16 on CUDA); decoding in fp32 on "
+                "%s (dtype=fp16 to force)", device)
+    return "float32"
+
+
 def load_for_decoding(checkpoint, dict_path=None, learned_prompt: Optional[int] = None,
-                      manual_prompt: Optional[str] = None, device=None, dtype: str = "float32"):
+                      manual_prompt: Optional[str] = None, device=None, dtype: str = "auto"):
     """(model, dictionary, prompt ids, training cfg) for a checkpoint in any format.
 
-    The dictionary is ``dict_path``, else the one stored in the checkpoint, else ``dict.txt`` beside it. Prompt
-    words missing from it are appended as BioGPT's task does (``learned1..N`` get the next ids); then the
-    dictionary must match the embedding rows. Without prompt arguments the checkpoint's task config decides."""
+    The dictionary is ``dict_path``, else the one stored in the checkpoint, else ``dict.txt`` beside it. It then
+    grows as BioGPT's task does at inference (``add_prompt_symbols``, the rule training uses): ``<seqsep>`` first
+    when the checkpoint trained with ``prefix``, then prompt words it lacks (``learned1..N``, or a manual prompt's
+    unknown words) get the next ids; then it must match the embedding rows. Without prompt arguments the
+    checkpoint's task config decides. ``dtype``: float32 | float16 | bfloat16, or ``auto`` (``decoding_dtype``)."""
     from biogpt_train.checkpoint import io as checkpoints
     from biogpt_train.data.dictionary import Dictionary
-    from biogpt_train.data.prompt_dataset import prompt_ids
+    from biogpt_train.data.prompt_dataset import add_prompt_symbols
 
     loaded = checkpoints.read_checkpoint(checkpoint)
     if dict_path is not None:
@@ -67,20 +107,29 @@ def load_for_decoding(checkpoint, dict_path=None, learned_prompt: Optional[int] 
     elif loaded.dictionary_symbols is not None:
         dictionary = checkpoints.dictionary_from_symbols(loaded.dictionary_symbols)
     else:
-        dictionary = checkpoints.load_dictionary(loaded)  # dict.txt beside it (+ learned tokens from its cfg)
+        dictionary = Dictionary.load(_dictionary_beside(checkpoint))
     if learned_prompt is None and manual_prompt is None:
         learned_prompt = _task_option(loaded.cfg, "learned_prompt") or None
         manual_prompt = _task_option(loaded.cfg, "manual_prompt") or None
-    words = manual_prompt.split() if manual_prompt else [f"learned{k}" for k in range(1, (learned_prompt or 0) + 1)]
-    for word in words:
-        if word not in dictionary:
-            dictionary.add_symbol(word)
-    prompt = prompt_ids(dictionary, manual_prompt=manual_prompt, learned_prompt=learned_prompt)
+    prompt = add_prompt_symbols(dictionary, manual_prompt, learned_prompt,
+                                _task_option(loaded.cfg, "learned_prompt_pattern") or "learned",
+                                bool(_task_option(loaded.cfg, "prefix")),
+                                _task_option(loaded.cfg, "sep_token") or "<seqsep>")
     checkpoints.check_vocab(loaded.model_config, dictionary, dict_path or f"stored with {checkpoint}", checkpoint)
     model = checkpoints.build_model(loaded)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
+    model = model.to(device=device, dtype=getattr(torch, decoding_dtype(dtype, loaded.cfg, device))).eval()
     return model, dictionary, prompt, loaded.cfg
+
+
+def _dictionary_beside(checkpoint) -> Path:
+    """dict.txt (or fairseq's dict.x.txt) in the checkpoint's directory."""
+    for name in ("dict.txt", "dict.x.txt"):
+        path = Path(checkpoint).parent / name
+        if path.exists():
+            return path
+    raise FileNotFoundError(f"{checkpoint}: no dictionary inside and no dict.txt / dict.x.txt beside it; pass "
+                            "--dict (the data-bin dict.txt the model was trained with)")
 
 
 def _make_tokenizer(dictionary, bpecodes):
@@ -160,7 +209,7 @@ def decode_sources(model, dictionary, sources: Sequence[Sequence[int]], *, promp
 def decode_file(checkpoint, input, output, *, input_format: str = "text", dict_path=None, bpecodes=None,
                 learned_prompt: Optional[int] = None, manual_prompt: Optional[str] = None,
                 max_source_positions: Optional[int] = None, batch_size: int = 16, device=None,
-                dtype: str = "float32", **gen_kwargs) -> Path:
+                dtype: str = "auto", **gen_kwargs) -> Path:
     """Decode every example of ``input`` and write ``output`` (one line per example, atomically).
 
     ``input_format``: ``text`` (raw lines, e.g. a prepared ``{split}.x``; needs ``bpecodes``), ``bpe`` (BPE'd

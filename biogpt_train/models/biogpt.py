@@ -39,6 +39,22 @@ def make_positions(tokens: torch.Tensor, padding_idx: int) -> torch.Tensor:
     return torch.cumsum(mask, dim=1) * mask + padding_idx
 
 
+def fairseq_embedding_weight(num_embeddings: int, embed_dim: int, padding_idx: int, seed: int) -> torch.Tensor:
+    """The token embedding fairseq-train builds for ``seed`` (CPU, fp32), with the caller's RNG left untouched.
+
+    fairseq-train seeds (``utils.set_torch_seed(seed)``), sets up the task (no random draws), then
+    ``TransformerLanguageModel.build_embedding`` is the first draw: ``Embedding(len(dict), d, pad)`` =
+    ``nn.Embedding`` (whose own init draws N(0, 1)), then ``normal_(0, d^-0.5)`` over it (the second draw, the values
+    kept), pad row zeroed. BioGPT's ``load_state_dict`` then keeps rows ``[len(pretrained dict):]`` of this tensor
+    for learned1..N (``transformer_lm_prompt.py``)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        emb = nn.Embedding(num_embeddings, embed_dim, padding_idx=padding_idx)
+        nn.init.normal_(emb.weight, mean=0.0, std=embed_dim**-0.5)
+        nn.init.constant_(emb.weight[padding_idx], 0.0)
+    return emb.weight.detach()
+
+
 class KVCache:
     """Keys and values of every layer for incremental decoding, preallocated to `max_len` positions."""
 
@@ -208,24 +224,31 @@ class TransformerLM(nn.Module):
         head_dim = self.cfg.embed_dim // self.cfg.heads
         return KVCache(self.cfg.layers, batch_size, self.cfg.heads, max_len, head_dim, w.device, dtype or w.dtype)
 
-    def resize_vocab(self, new_size: int, init: str = "normal") -> None:
+    def resize_vocab(self, new_size: int, init: str = "normal", seed: int | None = None) -> None:
         """Grow the (tied) embedding to `new_size` rows, e.g. for learned prompt tokens learned1..N.
 
-        Old rows are kept; new rows are N(0, d^-0.5) as fairseq's fresh init (reference §2.5), or zeros.
+        Old rows are kept. New rows: ``fairseq`` = exactly the rows fairseq-train gives them for ``seed``
+        (`fairseq_embedding_weight`, reference §2.5); ``normal`` = N(0, d^-0.5) from the current RNG; ``zeros``.
         The embedding becomes a new Parameter: build the optimizer afterwards.
         """
         old = self.decoder.embed_tokens
         if new_size < old.num_embeddings:
             raise ValueError(f"resize_vocab only grows the vocabulary: {old.num_embeddings} -> {new_size}")
-        if init not in ("normal", "zeros"):
-            raise ValueError(f"init must be 'normal' or 'zeros', not {init!r}")
+        if init not in ("fairseq", "normal", "zeros"):
+            raise ValueError(f"init must be 'fairseq', 'normal' or 'zeros', not {init!r}")
+        if init == "fairseq" and seed is None:
+            raise ValueError("resize_vocab(init='fairseq') needs the training seed")
         new = nn.Embedding(new_size, self.cfg.embed_dim, padding_idx=self.cfg.padding_idx,
                            device=old.weight.device, dtype=old.weight.dtype)
         with torch.no_grad():
-            if init == "normal":
-                nn.init.normal_(new.weight[old.num_embeddings:], mean=0.0, std=self.cfg.embed_dim**-0.5)
+            rows = new.weight[old.num_embeddings:]
+            if init == "fairseq":
+                fresh = fairseq_embedding_weight(new_size, self.cfg.embed_dim, self.cfg.padding_idx, seed)
+                rows.copy_(fresh[old.num_embeddings:])
+            elif init == "normal":
+                nn.init.normal_(rows, mean=0.0, std=self.cfg.embed_dim**-0.5)
             else:
-                nn.init.zeros_(new.weight[old.num_embeddings:])
+                nn.init.zeros_(rows)
             new.weight[: old.num_embeddings] = old.weight
         new.weight.requires_grad_(old.weight.requires_grad)
         self.decoder.embed_tokens = new

@@ -53,7 +53,7 @@ from biogpt_train.utils import atomic_write, sha256_file
 logger = logging.getLogger("biogpt_train")
 
 RESULTS_FORMAT = "biogpt_train.results/1"
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+DTYPES = ("auto", "fp32", "fp16", "bf16")  # auto: generation.decode.decoding_dtype (BioGPT's inference.py)
 
 
 # --- config access ---------------------------------------------------------------------------------------------
@@ -137,7 +137,7 @@ def _generation_options(cfg) -> dict:
     return {k: cfg.generation.get(k) for k in GENERATION_KEYS}
 
 
-def _decode_key(cfg, ckpt_sha256, split: str, n: int) -> dict:
+def _decode_key(cfg, ckpt_sha256, split: str, n: int, device_type: str = "cpu") -> dict:
     """Everything the decoded text depends on: reuse needs all of it unchanged."""
     t, ev = cfg.task, cfg.evaluation
     prefix = _split_prefix(cfg, split)
@@ -151,7 +151,8 @@ def _decode_key(cfg, ckpt_sha256, split: str, n: int) -> dict:
                    "manual_prompt": t.manual_prompt, "prefix": bool(t.prefix),
                    "max_source_positions": int(t.max_source_positions)},
         "generation": _generation_options(cfg),
-        "dtype": str(ev.dtype),
+        # auto resolves from the checkpoint (in the key by its sha256) and the device type
+        "dtype": str(ev.dtype) if str(ev.dtype) != "auto" else f"auto:{device_type}",
     }
 
 
@@ -162,6 +163,7 @@ def _load_model(cfg, ckpt_path: Path, device, dtype: str):
 
     from biogpt_train.checkpoint import io as checkpoints
     from biogpt_train.data.splits import build_dictionary
+    from biogpt_train.generation.decode import decoding_dtype
 
     loaded = checkpoints.read_checkpoint(ckpt_path)
     dictionary = build_dictionary(cfg)
@@ -174,7 +176,8 @@ def _load_model(cfg, ckpt_path: Path, device, dtype: str):
             f"{data_dir(cfg) / 'dict.txt'} + the task's prompt symbols ({len(dictionary)}), first at index {first}; "
             "the data was prepared with another dictionary or task.learned_prompt/manual_prompt changed")
     checkpoints.check_vocab(loaded.model_config, dictionary, data_dir(cfg) / "dict.txt", ckpt_path)
-    model = checkpoints.build_model(loaded).to(device=device, dtype=getattr(torch, DTYPES[dtype])).eval()
+    torch_dtype = getattr(torch, decoding_dtype(dtype, loaded.cfg, device))
+    model = checkpoints.build_model(loaded).to(device=device, dtype=torch_dtype).eval()
     return model, dictionary
 
 
@@ -208,7 +211,7 @@ def generate(cfg: DictConfig, run_dir: Path) -> dict:
     info = distributed.init(cfg.trainer.device, cfg.distributed.backend, cfg.distributed.timeout_minutes)
     ckpt_path = resolve_checkpoint(cfg, run_dir)
     ckpt_entry = _checkpoint_entry(ckpt_path)
-    key = _decode_key(cfg, ckpt_entry["sha256"], split, n)
+    key = _decode_key(cfg, ckpt_entry["sha256"], split, n, info.device.type)
     if ev.reuse and _reusable(out, key):
         logger.info("generate: %s already holds %d decoded %s examples of %s with the same checkpoint, data and "
                     "options; reusing them (evaluation.reuse=false to decode again)", out["detok"].parent, n,

@@ -30,8 +30,8 @@ Gold choices (why):
 * KD-DTI / DDI: BioGPT's raw ``{split}.json`` (never ``*_inputs.json``, which has no triples).
 * PubMedQA: test = the official ``test_ground_truth.json``; valid/train = ``final_decision`` of the PQA-L fold
   files the split was made from; the prepared ``.y`` is the fallback (same labels, written by data_prep).
-* HoC: test = ``test.tsv``; valid is a sample of ``train.tsv`` made by data_prep (BioGPT's ``valid.tsv`` is
-  ``test.tsv``), so its gold is derived from the prepared ``valid.y``/``valid.x``.
+* HoC: test = ``test.tsv``; valid is whatever data_prep made it (BioGPT's ``valid.tsv`` = ``test.tsv``, or a
+  sample of ``train.tsv``: data_prep/tasks/hoc.py), so its gold is derived from the prepared ``valid.y``/``valid.x``.
 """
 
 from __future__ import annotations

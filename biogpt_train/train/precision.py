@@ -1,10 +1,13 @@
-"""Mixed precision: an autocast context per precision, and fairseq's dynamic loss scaler for fp16.
+"""Mixed precision: an autocast context per precision, fp16 weights, and fairseq's dynamic loss scaler for fp16.
 
-Parameters and optimizer state stay fp32 in every mode (fairseq's `--amp` layout); bf16/fp16 only change the
-forward/backward compute dtype through autocast. The fp16 loss scaler follows fairseq's `DynamicLossScaler`
-exactly (framework-notes §2.9): start at 128, halve on overflow (never below `min_loss_scale`, else stop), double
-after `scale_window` updates without overflow, window 2**14 / (world_size * update_freq). An overflow skips the
-update: the trainer then advances neither `num_updates` nor the LR.
+By default parameters and optimizer state stay fp32 (fairseq's `--amp` layout); bf16/fp16 only change the
+forward/backward compute dtype through autocast. ``trainer.fp16_weights`` (with ``precision=fp16``) gives fairseq's
+fp16 layouts instead: the model is ``half()``, runs without autocast (logits go to an fp32 log-softmax), and
+FairseqAdam keeps fp32 moments: ``master`` adds fp32 master weights (``--fp16``), ``memory_efficient`` recomputes
+the fp32 update from the half weights (``--memory-efficient-fp16``, BioGPT-Large-QA's). The fp16 loss scaler
+follows fairseq's `DynamicLossScaler` exactly (framework-notes §2.9): start at 128, halve on overflow (never below
+`min_loss_scale`, else stop), double after `scale_window` updates without overflow, window 2**14 / (world_size *
+update_freq). An overflow skips the update: the trainer then advances neither `num_updates` nor the LR.
 """
 
 from __future__ import annotations
@@ -24,6 +27,17 @@ def autocast(precision: str, device: torch.device):
     if precision not in AUTOCAST_DTYPES:
         raise ValueError(f"unknown precision {precision!r}; use fp32, bf16 or fp16")
     return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[precision])
+
+
+def fp16_weights_mode(trainer_cfg) -> str | None:
+    """``master`` | ``memory_efficient`` when the model trains with fp16 weights, None for fp32 weights."""
+    mode = str(trainer_cfg.fp16_weights)
+    if mode == "off":
+        return None
+    if str(trainer_cfg.precision) != "fp16":
+        raise ValueError(f"trainer.fp16_weights={mode} needs trainer.precision=fp16 (got {trainer_cfg.precision}); "
+                         "use trainer.fp16_weights=off with bf16/fp32")
+    return mode
 
 
 def default_scale_window(world_size: int, update_freq: int) -> int:

@@ -5,7 +5,8 @@ One update = `update_freq` micro-batches per rank (fairseq GroupedIterator). For
 all-reduce of [loss, target tokens, sentences, flags]; gradients (already averaged over W ranks by DDP/FSDP) are
 multiplied by W / total_tokens (÷ loss scale under fp16), so every update is the per-token mean over all
 micro-batches of all ranks (framework-notes §2.6). Then the grad norm (always computed), optional clipping, the
-non-finite / fp16-overflow check (skip: neither num_updates nor the LR advance), and the optimizer step.
+non-finite / fp16-overflow check (fp16: skip, neither num_updates nor the LR advance; fp32/bf16: FloatingPointError,
+as fairseq), and the optimizer step.
 
 Dropout is reseeded every update with seed + num_updates (fairseq `_set_seed`), the LR is a pure function of
 num_updates, and batches are a function of (seed, epoch, position): with the checkpointed optimizer, scaler and
@@ -38,7 +39,7 @@ from biogpt_train.train.lr_schedulers import build_lr_fn
 from biogpt_train.train.objectives import objective_for
 from biogpt_train.train.state import Counters, TrainState
 from biogpt_train.train.optim import build_optimizer, set_lr
-from biogpt_train.train.precision import DynamicLossScaler, autocast, default_scale_window
+from biogpt_train.train.precision import DynamicLossScaler, autocast, default_scale_window, fp16_weights_mode
 from biogpt_train.distributed.parallelize import no_sync, parallelize
 from biogpt_train.checkpoint import training as ckpt
 from biogpt_train.utils import set_seed
@@ -52,6 +53,16 @@ PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 class NonFiniteLossError(FloatingPointError):
     pass
+
+
+def nonfinite_limit(configured: int | None, loss_scaled: bool) -> float:
+    """How many non-finite updates in a row stop the run. fairseq (configured=None): the first one without a loss
+    scaler (FloatingPointError "gradients are Nan/Inf"); none with one (fp16 skips and lowers the scale)."""
+    if configured is None:
+        return math.inf if loss_scaled else 1
+    if configured < 1:
+        raise ValueError(f"trainer.max_consecutive_nonfinite must be >= 1 or null, not {configured}")
+    return configured
 
 
 # --- the trainer -----------------------------------------------------------------------------------------------
@@ -79,9 +90,14 @@ class Trainer:
         adapters = resume["train_state"].get("lora") if resume is not None else None
         self.raw_model = apply_lora(self.raw_model, cfg.model.get("lora"), adapters)  # model.lora.rank > 0
         self.model_config = self.raw_model.cfg
+        self.fp16_weights = fp16_weights_mode(cfg.trainer)  # None, or fairseq's --fp16 / --memory-efficient-fp16
+        if self.fp16_weights:
+            self.raw_model.half()  # exact for weights a resumed run saved in fp16
+        self.autocast_precision = "fp32" if self.fp16_weights else cfg.trainer.precision  # half weights: no autocast
         self.model = parallelize(self.raw_model.to(self.device), cfg, info.world_size, self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(self.model, cfg.optim, self.device)
+        self.optimizer = build_optimizer(self.model, cfg.optim, self.device,
+                                         master_weights=self.fp16_weights == "master")
         self.scaler = None
         if str(cfg.trainer.precision) == "fp16":
             window = cfg.trainer.fp16_scale_window or default_scale_window(info.world_size, cfg.trainer.update_freq)
@@ -137,9 +153,13 @@ class Trainer:
             raise ValueError(f"{src}: {mc.vocab_size} embedding rows but the dictionary (+ prompts) has only {vocab}")
         model = build_model(self.family, self._model_config(mc.vocab_size))
         model.load_state_dict(loaded.state_dict, strict=True)
-        if mc.vocab_size < vocab:  # learned1..N etc.: new rows N(0, d^-0.5), as BioGPT (reference §2.5)
-            logger.info("growing the vocabulary %d -> %d rows for added symbols", mc.vocab_size, vocab)
-            model.resize_vocab(vocab, init="normal")
+        if mc.vocab_size < vocab:  # learned1..N etc.: fairseq's rows for this seed (reference §2.5)
+            init = str(self.cfg.checkpoint.new_rows_init)
+            logger.info("growing the vocabulary %d -> %d rows for added symbols (%s init)", mc.vocab_size, vocab, init)
+            if init == "fairseq" and self.family == "biogpt":
+                model.resize_vocab(vocab, init="fairseq", seed=self.cfg.seed)
+            else:  # other families have no fairseq original: their own N(0, std) init
+                model.resize_vocab(vocab, init="normal" if init == "fairseq" else init)
         logger.info("fine-tuning from %s (%s format)", src, loaded.source_format)
         return model
 
@@ -164,11 +184,11 @@ class Trainer:
         """The summed loss of one micro-batch; the update divides by the samples' summed `ntokens` (fairseq's
         sample_size). Decoders: token NLL (below); other objectives (encoders) come from train/objectives.py."""
         if self.objective is not None:
-            with autocast(self.cfg.trainer.precision, self.device):
+            with autocast(self.autocast_precision, self.device):
                 return self.objective(self.model, sample, self.device)
         tokens = sample["net_input"]["src_tokens"].to(self.device, non_blocking=True)
         target = sample["target"].to(self.device, non_blocking=True)
-        with autocast(self.cfg.trainer.precision, self.device):
+        with autocast(self.autocast_precision, self.device):
             logits = self.model(tokens)
         # fairseq: log_softmax in fp32, summed NLL over non-pad targets
         return F.cross_entropy(logits.float().view(-1, logits.size(-1)), target.view(-1),
@@ -225,8 +245,9 @@ class Trainer:
     def _grad_norm_and_clip(self, grads: list[torch.Tensor]) -> float:
         if not grads:
             return 0.0
-        # torch.nn.utils.get_total_norm (torch >= 2.6) computes exactly this
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        # torch.nn.utils.get_total_norm (torch >= 2.6) computes exactly this; fp16 grads: in fp32, as fairseq
+        wide = {"dtype": torch.float32} if grads[0].dtype != torch.float32 else {}
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2, **wide)))
         if hasattr(norm, "full_tensor"):  # FSDP: a partial DTensor -> reduce over shards
             norm = norm.full_tensor()
         clip = self.cfg.optim.clip_norm
@@ -243,15 +264,16 @@ class Trainer:
         self.state.nonfinite_in_a_row += 1
         if self.scaler is not None:
             self.scaler.check_overflow(float("inf"))  # halves the scale; raises at min_loss_scale
-        limit = self.cfg.trainer.max_consecutive_nonfinite
+        limit = nonfinite_limit(self.cfg.trainer.max_consecutive_nonfinite, self.scaler is not None)
         logger.warning("update %d skipped: non-finite %s (loss %s, grad norm %s); %d in a row, %d in total%s",
                        self.state.num_updates + 1, "gradients" if math.isfinite(loss_sum) else "loss", loss_sum,
                        gnorm, self.state.nonfinite_in_a_row, self.state.skipped_updates,
                        f"; loss scale now {self.scaler.loss_scale:g}" if self.scaler is not None else "")
         if self.state.nonfinite_in_a_row >= limit:
             raise NonFiniteLossError(
-                f"{self.state.nonfinite_in_a_row} updates in a row had a non-finite loss or gradient (limit "
-                f"trainer.max_consecutive_nonfinite={limit}) at update {self.state.num_updates + 1}. Lower optim.lr, "
+                f"{self.state.nonfinite_in_a_row} update(s) in a row had a non-finite loss or gradient (limit "
+                f"{limit}: trainer.max_consecutive_nonfinite={self.cfg.trainer.max_consecutive_nonfinite}) at update "
+                f"{self.state.num_updates + 1}. Lower optim.lr, "
                 "enable optim.clip_norm, use trainer.precision=fp32/bf16, or inspect the data; the last good "
                 f"checkpoint is in {self.save_dir}")
 
@@ -390,6 +412,7 @@ class Trainer:
         do_save = (end_of_epoch and epoch % c.save_interval == 0) or stop or (
             c.save_interval_updates > 0 and n > 0 and n % c.save_interval_updates == 0)
         do_validate = (end_of_epoch and epoch % tc.validate_interval == 0) or stop or (
+            tc.validate_mid_epoch_saves and do_save and not end_of_epoch) or (
             tc.validate_interval_updates > 0 and n > 0 and n % tc.validate_interval_updates == 0)
         val_loss = self.validate(epoch) if do_validate else None
         if do_save:
