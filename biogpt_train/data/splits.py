@@ -8,6 +8,7 @@ from pathlib import Path
 
 from biogpt_train.data.batching import make_batches
 from biogpt_train.data.dictionary import Dictionary
+from biogpt_train.data.encoder_data import WordPieceVocab, is_encoder_task, load_encoder_split, vocab_path
 from biogpt_train.data.indexed_dataset import MMapIndexedDataset, dataset_exists
 from biogpt_train.data.iterators import EpochBatchIterator
 from biogpt_train.data.lm_dataset import LMDataset
@@ -20,7 +21,10 @@ def data_dirs(cfg) -> list[Path]:
 
 
 def build_dictionary(cfg) -> Dictionary:
-    """dict.txt of the prepared data, plus learned1..N (and <seqsep> with prefix) appended as BioGPT's task does."""
+    """dict.txt of the prepared data, plus learned1..N (and <seqsep> with prefix) appended as BioGPT's task does.
+    Encoder tasks: the directory's WordPiece vocab.txt (data/encoder_data.py)."""
+    if is_encoder_task(cfg):
+        return WordPieceVocab(vocab_path(cfg))
     path = data_dirs(cfg)[0] / "dict.txt"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: prepare the data first (pipeline stage `prepare`, or "
@@ -35,6 +39,8 @@ def build_dictionary(cfg) -> Dictionary:
 
 def load_split(cfg, d: Dictionary, split: str, epoch: int = 1):
     """The dataset of `split`; LM shards rotate per epoch as fairseq's "a:b:c" data paths."""
+    if is_encoder_task(cfg):
+        return load_encoder_split(cfg, d, split, epoch)
     dirs = data_dirs(cfg)
     root = dirs[(epoch - 1) % len(dirs)] if split == cfg.task.train_subset else dirs[0]
     if str(cfg.task.name) == "language_modeling":
@@ -64,6 +70,8 @@ def max_positions(cfg, d: Dictionary, model_max: int) -> int:
     """fairseq's resolve_max_positions: longer items are dropped from train (and are an error in valid unless
     skip_invalid_size_inputs_valid_test). LM: the block size; prompt tasks: room left beside the prompt."""
     t = cfg.task
+    if is_encoder_task(cfg):  # QA windows are cut to max_seq_length, blocks at data_prep
+        return model_max
     if str(t.name) == "language_modeling":
         return min(t.tokens_per_sample, model_max)
     prompt = prompt_ids(d, t.manual_prompt, t.learned_prompt, t.learned_prompt_pattern)

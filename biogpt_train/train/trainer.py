@@ -33,7 +33,7 @@ from biogpt_train.data.splits import build_dictionary, data_dirs, load_split, ma
 from biogpt_train.logging import IntervalMeter, MetricWriter, base2, memory_gb, perplexity
 from biogpt_train.models import build_model, model_config
 from biogpt_train.train.lr_schedulers import get_lr
-from biogpt_train.train.objectives import objective_for
+from biogpt_train.train.objectives import dummy_sample, model_options, objective_for
 from biogpt_train.train.optim import build_optimizer, set_lr
 from biogpt_train.train.precision import DynamicLossScaler, autocast, default_scale_window
 from biogpt_train.distributed.parallelize import no_sync, parallelize
@@ -76,6 +76,7 @@ class Trainer:
         self.family = str(cfg.model.family)
         self.objective = objective_for(cfg)  # None: next-token NLL (_loss)
         self.dictionary = build_dictionary(cfg)
+        self.model_options = model_options(cfg, self.dictionary)  # encoders: head (qa | pretrain | ...) and its args
         resume = self._find_resume()
         self.raw_model = self._build_model(resume)  # weights loaded before wrapping: FSDP shards the loaded values
         self.model_config = self.raw_model.cfg
@@ -115,12 +116,12 @@ class Trainer:
     def _build_model(self, resume: dict | None) -> torch.nn.Module:
         vocab = len(self.dictionary)
         if resume is not None:
-            model = build_model(self.family, self._model_config(vocab))
+            model = build_model(self.family, self._model_config(vocab), **self.model_options)
             model.load_state_dict(resume["model"], strict=True)
             return model
         src = self.cfg.checkpoint.finetune_from
         if not src:
-            return build_model(self.family, self._model_config(vocab))
+            return build_model(self.family, self._model_config(vocab), **self.model_options)
         # first launch of a fine-tuning run: weights only (optimizer, scheduler, iterator start fresh)
         loaded = read_checkpoint(src)
         mc, m = loaded.model_config, self.cfg.model
@@ -135,7 +136,7 @@ class Trainer:
                              "+ prompts; the data was prepared with another dictionary")
         if not mc.vocab_size <= vocab:
             raise ValueError(f"{src}: {mc.vocab_size} embedding rows but the dictionary (+ prompts) has only {vocab}")
-        model = build_model(self.family, self._model_config(mc.vocab_size))
+        model = build_model(self.family, self._model_config(mc.vocab_size), **self.model_options)
         model.load_state_dict(loaded.state_dict, strict=True)
         if mc.vocab_size < vocab:  # learned1..N etc.: new rows N(0, d^-0.5), as BioGPT (reference §2.5)
             logger.info("growing the vocabulary %d -> %d rows for added symbols", mc.vocab_size, vocab)
@@ -167,6 +168,8 @@ class Trainer:
     # --- one update ----------------------------------------------------------------------------------------
     def _dummy_batch(self) -> dict:
         """Zero-weight stand-in for an empty shard entry: keeps every rank's forward/backward/collectives aligned."""
+        if self.objective is not None:
+            return dummy_sample(self.cfg, self.dictionary)
         eos, pad = self.dictionary.eos(), self.dictionary.pad()
         return {"net_input": {"src_tokens": torch.tensor([[eos]])}, "target": torch.tensor([[pad]]),
                 "ntokens": 0, "nsentences": 0}
@@ -187,9 +190,17 @@ class Trainer:
 
     def lr(self, epoch: int) -> float:
         sc = dict(self.cfg.lr_scheduler)
-        sc.update(lr=self.cfg.optim.lr, max_update=self.cfg.trainer.max_update,
+        sc.update(lr=self.cfg.optim.lr, max_update=self.cfg.trainer.max_update or self._epoch_limited_updates(),
                   total_num_update=sc["total_num_update"] or None)
         return get_lr(str(sc["name"]), self.state.num_updates, sc, epoch)
+
+    def _epoch_limited_updates(self) -> int | None:
+        """max_epoch x updates per epoch, for schedules over a whole epoch-limited run (ELECTRA's num_train_steps)."""
+        tc = self.cfg.trainer
+        if not tc.max_epoch:
+            return None
+        n = len(self.train_itr)
+        return tc.max_epoch * (n // tc.update_freq if self.cfg.data.skip_remainder_batch else -(-n // tc.update_freq))
 
     def train_step(self, samples: list[dict], epoch: int) -> dict:
         self.model.train()
