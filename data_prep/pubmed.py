@@ -384,8 +384,10 @@ def select_documents(keys: list[np.ndarray], deleted: list[np.ndarray], dedup: b
     return [keep[bounds[i] : bounds[i + 1]] for i in range(len(keys))], {"superseded": superseded, "deleted": removed}
 
 
-def merge_units(out_dir: Path, udirs: list[Path], opts: Options, vocab_size: int, progress: bool = False) -> dict:
-    """Write out_dir/{train,valid}.{bin,idx} from finished units, in file order."""
+def merge_units(out_dir: Path, udirs: list[Path], opts: Options, vocab_size: int, progress: bool = False,
+                item_fn: Optional[Callable] = None) -> dict:
+    """Write out_dir/{train,valid}.{bin,idx} from finished units, in file order. `item_fn(ids, key) -> items`
+    replaces a document by several items (encoder data: ELECTRA blocks, data_prep/encoder_corpus.py)."""
     from biogpt_train.data.indexed_dataset import MMapIndexedDataset, MMapIndexedDatasetBuilder, best_fitting_int_dtype
 
     keys = [np.load(d / "keys.npy") for d in udirs]
@@ -404,9 +406,10 @@ def merge_units(out_dir: Path, udirs: list[Path], opts: Options, vocab_size: int
             for i in np.flatnonzero(mask).tolist():
                 ids = part[i]
                 name = "valid" if valid_all[pos] else "train"
-                (valid if name == "valid" else train).add_item(ids)
-                counts[name][0] += 1
-                counts[name][1] += len(ids)
+                for item in ([ids] if item_fn is None else item_fn(ids, kept_keys[pos])):
+                    (valid if name == "valid" else train).add_item(item)
+                    counts[name][0] += 1
+                    counts[name][1] += len(item)
                 pos += 1
             bar.update(1)
         bar.close()
@@ -512,7 +515,7 @@ def load_tokenizer(dict_path: Path, codes_path: Path):
 
 def run(raw_dir, out_dir, *, tokenizer_dir=None, workers: int = 1, bpe: Optional[Mapping] = None,
         options: Optional[Mapping] = None, file_range: Optional[str] = None, merge_only: bool = False,
-        progress: bool = True) -> dict:
+        progress: bool = True, encoder: Optional[Mapping] = None) -> dict:
     """Prepare the LM corpus; returns the summary (also written into manifest.json when the merge ran)."""
     from biogpt_train.utils import atomic_write, sha256_file
 
@@ -524,7 +527,22 @@ def run(raw_dir, out_dir, *, tokenizer_dir=None, workers: int = 1, bpe: Optional
     parts.mkdir(exist_ok=True)
     inputs = find_inputs(raw_dir, opts.format)
 
-    if bpe_opts.learn:
+    if encoder is not None:  # WordPiece + ELECTRA blocks (data_prep/encoder_corpus.py)
+        from data_prep import encoder_corpus as ec
+
+        block_opts = ec.BlockOptions.from_dict(encoder.get("blocks"))
+        vocab_txt = encoder.get("vocab")
+        if encoder.get("train"):
+            vocab_txt = out_dir / "vocab.txt"
+            if not vocab_txt.exists():
+                docs = (text for p in inputs for _, text in iter_documents(p, opts, Counter(), []))
+                ec.train_vocab(docs, out_dir, vocab_size=int(encoder["vocab_size"]), lowercase=bool(encoder["lowercase"]),
+                               min_frequency=int(encoder.get("min_frequency", 2)))
+        if not vocab_txt or not Path(vocab_txt).is_file():
+            raise DataPrepError(f"tokenizer=wordpiece needs vocab=VOCAB.txt (not found: {vocab_txt}) or "
+                                "wordpiece.train=true")
+        dict_path = codes_path = Path(vocab_txt)
+    elif bpe_opts.learn:
         if file_range is not None and not (out_dir / "bpe_learn.json").exists():
             raise DataPrepError("bpe.learn=true needs the whole corpus: learn first with `bpe.learn=true "
                                 "bpe.learn_only=true` (no file_range), then start the file_range jobs")
@@ -536,9 +554,14 @@ def run(raw_dir, out_dir, *, tokenizer_dir=None, workers: int = 1, bpe: Optional
     if bpe_opts.learn_only:
         return {**summary, "learned": {"dict": str(dict_path), "bpecodes": str(codes_path)}}
 
-    tokenizer = load_tokenizer(dict_path, codes_path)
-    fingerprint = {"version": UNIT_VERSION, **opts.text_settings(),
-                   "dict_sha256": sha256_file(dict_path), "bpecodes_sha256": sha256_file(codes_path)}
+    if encoder is not None:
+        tokenizer = ec.SentenceWordPiece(dict_path, lowercase=bool(encoder["lowercase"]))
+        tok_settings = ec.tokenizer_settings(dict_path, bool(encoder["lowercase"]), block_opts)
+        fingerprint = {"version": UNIT_VERSION, **opts.text_settings(), "tokenizer": tok_settings}
+    else:
+        tokenizer = load_tokenizer(dict_path, codes_path)
+        fingerprint = {"version": UNIT_VERSION, **opts.text_settings(),
+                       "dict_sha256": sha256_file(dict_path), "bpecodes_sha256": sha256_file(codes_path)}
     selected = inputs[parse_file_range(file_range, len(inputs))]
     done, failures, skipped_units = [], [], 0
     t_units = time.perf_counter()
@@ -572,9 +595,12 @@ def run(raw_dir, out_dir, *, tokenizer_dir=None, workers: int = 1, bpe: Optional
     for name in ("manifest.json", "train.idx", "valid.idx"):
         (out_dir / name).unlink(missing_ok=True)
     t_merge = time.perf_counter()
-    merge = merge_units(out_dir, udirs, opts, len(tokenizer.dictionary), progress)
+    item_fn = ec.block_maker(dict_path, block_opts, opts.split_seed) if encoder is not None else None
+    merge = merge_units(out_dir, udirs, opts, len(tokenizer.dictionary), progress, item_fn)
     outputs = [out_dir / f"{s}.{e}" for s in ("train", "valid") for e in ("bin", "idx")]
-    for src, name in ((dict_path, "dict.txt"), (codes_path, "bpecodes")):
+    vocab_files = ((dict_path, "vocab.txt"),) if encoder is not None else ((dict_path, "dict.txt"),
+                                                                            (codes_path, "bpecodes"))
+    for src, name in vocab_files:
         if src.resolve() != (out_dir / name).resolve():
             atomic_write(out_dir / name, src.read_bytes())
         outputs.append(out_dir / name)
@@ -587,11 +613,12 @@ def run(raw_dir, out_dir, *, tokenizer_dir=None, workers: int = 1, bpe: Optional
         seconds=round(time.perf_counter() - t_start, 3),
     )
     settings = {"options": asdict(opts), "bpe": asdict(bpe_opts), "workers": workers,
-                "tokenizer_dir": str(tokenizer_dir) if tokenizer_dir else None}
+                "tokenizer_dir": str(tokenizer_dir) if tokenizer_dir else None,
+                "tokenizer": tok_settings if encoder is not None else {"kind": "bpe"}}
     from data_prep.manifest import write_manifest
 
     write_manifest(out_dir, summary, outputs, inputs=[m["input"] for m in metas], settings=settings,
-                   dictionary=dict_path)
+                   dictionary=dict_path if encoder is None else None)
     print_summary(summary)
     return summary
 
