@@ -43,8 +43,8 @@ def split_sentences(text: str) -> list[str]:
     out, start = [], 0
     for m in _BOUNDARY.finditer(text):
         words = text[start:m.start()].split()
-        last = words[-1].lower().rstrip(".") if words else ""
-        two = " ".join(words[-2:]).lower().rstrip(".") if len(words) >= 2 else last
+        last = words[-1].lower().rstrip(".").lstrip("([{\"'") if words else ""
+        two = " ".join(words[-2:]).lower().rstrip(".").lstrip("([{\"'") if len(words) >= 2 else last
         if last in _ABBREV or two in _ABBREV or (len(last) == 1 and last.isalpha()):
             continue  # "e.g. The", "et al. In", initials ("J. Smith")
         out.append(text[start:m.start() + 1].strip())
