@@ -22,6 +22,7 @@ BENCHMARKS = {
     "bench.model_bench": "model: training tokens/s vs BioGptForCausalLM",
     "bench.trainer_bench": "trainer: full update step tokens/s and MFU",
     "bench.generation_bench": "decoding: tokens/s vs transformers generate",
+    "bench.encoder_bench": "encoder: QA training tokens/s vs ElectraForQuestionAnswering",
 }
 
 
