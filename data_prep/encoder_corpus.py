@@ -91,6 +91,14 @@ class SentenceWordPiece:
     def __setstate__(self, state):
         self.__init__(state["vocab_txt"], state["lowercase"])
 
+    def unk_warning(self, unk: int, total: int, where: str, threshold: float = 0.01) -> Optional[str]:
+        """One log line when more than ``threshold`` of the tokens are [UNK] (a vocab.txt of another casing or
+        corpus), else None (the pipeline's check, as the BPE tokenizer's)."""
+        if total <= 0 or unk / total <= threshold:
+            return None
+        return (f"{where}: {unk} of {total} tokens ({100.0 * unk / total:.1f}%) are [UNK] with {self.vocab_txt} "
+                f"(lowercase={self.lowercase}): is this the vocab.txt of the model, with its casing?")
+
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         out = []
         for text in texts:

@@ -271,3 +271,25 @@ def test_tiny_encoder_beats_first_sentence_baseline_on_bioasq(tmp_path, shared_d
     assert r["metrics"]["n"] == 53 and r["metrics"]["total"] == 392
     for m in ("strict", "lenient", "mrr", "exact"):
         assert r["metrics"][m] > r["baseline"][m] + 2.0, (m, r["metrics"][m], r["baseline"][m])
+
+
+def test_finetune_from_hf_discriminator_starts_a_fresh_qa_head(tmp_path):
+    """checkpoint.finetune_from = a transformers ElectraForPreTraining directory: the body loads, the QA head is
+    new (BioM's squad2 stage starts from the released discriminator)."""
+    from biogpt_train.checkpoint.hf_encoder import save_hf_encoder
+    from biogpt_train.models.electra import ElectraDiscriminator
+    from biogpt_train.train.trainer import Trainer
+
+    data = synthetic_qa(tmp_path / "qa")
+    vocab = sum(1 for _ in open(data / "vocab.txt"))
+    disc = ElectraDiscriminator(EncoderConfig(vocab_size=vocab, embedding_size=32, embed_dim=64, layers=2, heads=4,
+                                              ffn_dim=128, max_positions=128))
+    hf_dir = save_hf_encoder(disc, tmp_path / "disc", vocab_file=data / "vocab.txt")
+    cfg = compose(["model=electra_tiny", "task.name=squad", f"task.data={data}", "task.max_seq_length=64",
+                   f"paths.runs={tmp_path / 'runs'}", "data.max_tokens=null", "data.batch_size=8",
+                   "trainer.max_update=1", "trainer.device=cpu", f"checkpoint.finetune_from={hf_dir}",
+                   "logging.tensorboard=false"])
+    tr = Trainer(cfg, tmp_path / "run", distributed.init("cpu"))
+    body = {k: v for k, v in disc.state_dict().items() if k.startswith("electra.")}
+    ours = tr.raw_model.state_dict()
+    assert all(torch.equal(ours[k], v) for k, v in body.items()) and "qa_outputs.weight" in ours

@@ -47,20 +47,15 @@ def output_paths(cfg, run_dir: Path, split: str) -> dict[str, Path]:
 
 
 def load_qa_model(path: Path, device, dtype=torch.float32) -> torch.nn.Module:
-    """QAModel from a native training checkpoint or a transformers directory."""
-    from biogpt_train.checkpoint.hf_encoder import load_hf_encoder
-    from biogpt_train.models.electra import EncoderConfig, QAModel
+    """QAModel from any checkpoint checkpoint/io.py reads (native training checkpoint, transformers directory)."""
+    from biogpt_train.checkpoint.io import load_pretrained
+    from biogpt_train.models.electra import QAModel
 
-    if Path(path).is_dir():
-        model = load_hf_encoder(path, head="qa", dtype=dtype, device=device)
-    else:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(obj, dict) or "model_config" not in obj or "model" not in obj:
-            raise ValueError(f"{path}: not a biogpt_train checkpoint of a QA encoder (no model_config / model)")
-        model = QAModel(EncoderConfig(**obj["model_config"]))
-        model.load_state_dict(obj["model"], strict=True)
-        model = model.to(device=device, dtype=dtype)
-    return model.eval()
+    model = load_pretrained(path)
+    if not isinstance(model, QAModel):
+        raise ValueError(f"{path}: holds a {type(model).__name__}, not a question-answering encoder (QAModel); "
+                         "fine-tune it on squad/bioasq first")
+    return model.to(device=device, dtype=dtype).eval()
 
 
 @torch.no_grad()

@@ -138,8 +138,10 @@ class ElectraPretraining(nn.Module):
                        temperature=temperature, special_ids=tuple(special_ids))
 
     @property
-    def cfg(self) -> EncoderConfig:  # the discriminator's: the model that is kept after pretraining
+    def config(self) -> EncoderConfig:  # the discriminator's: the model that is kept after pretraining
         return self.discriminator.config
+
+    cfg = config  # the name the trainer uses for every family
 
     def max_positions(self) -> int:
         return self.discriminator.config.max_positions

@@ -139,7 +139,12 @@ class Trainer:
         if not mc.vocab_size <= vocab:
             raise ValueError(f"{src}: {mc.vocab_size} embedding rows but the dictionary (+ prompts) has only {vocab}")
         model = build_model(self.family, self._model_config(mc.vocab_size), **self.model_options)
-        model.load_state_dict(loaded.state_dict, strict=True)
+        sd = loaded.state_dict
+        if self.family == "electra":  # HF legacy buffers, tied MLM head; another head starts fresh (rtd -> qa)
+            from biogpt_train.checkpoint.hf_encoder import _adapt_state_dict
+
+            sd = _adapt_state_dict(model, sd, str(src), same_head=loaded.head == self.model_options.get("head"))
+        model.load_state_dict(sd, strict=True)
         if mc.vocab_size < vocab:  # learned1..N etc.: new rows N(0, d^-0.5), as BioGPT (reference §2.5)
             logger.info("growing the vocabulary %d -> %d rows for added symbols", mc.vocab_size, vocab)
             model.resize_vocab(vocab, init="normal")
