@@ -254,6 +254,9 @@ def test_smoke_electra_pretraining_loss_falls(tmp_path):
     assert len(train) == 30
     first, last = sum(r["loss"] for r in train[:5]) / 5, sum(r["loss"] for r in train[-5:]) / 5
     assert last < 0.85 * first
+    run_in_process(overrides + ["trainer.max_update=32"], run)  # resumes from checkpoint_last.pt (update 30)
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in lines if r.get("split") == "train"][-2:] == [31, 32]
 
 
 @pytest.mark.slow
