@@ -245,6 +245,8 @@ class CheckpointConfig:
     finetune_from: Optional[str] = None  # weights only, on the first launch (no restore_file in save_dir)
     reset_optimizer: bool = False  # resume weights only: fresh optimizer, scaler and update count (hence LR)
     reset_dataloader: bool = False  # start the data from epoch 1
+    # resuming mid-epoch on another number of ranks: false = error; true = continue at the same share of the epoch
+    reshard_on_resume: bool = False
     save_interval: int = 1  # epochs
     save_interval_updates: int = 0
     keep_interval_updates: int = -1

@@ -19,7 +19,6 @@ import math
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,8 +33,9 @@ from biogpt_train.data.splits import (
 )
 from biogpt_train.logging import IntervalMeter, MetricWriter, base2, memory_gb, perplexity
 from biogpt_train.models import build_model, model_config
-from biogpt_train.train.lr_schedulers import get_lr
+from biogpt_train.train.lr_schedulers import build_lr_fn
 from biogpt_train.train.objectives import dummy_sample, model_options, objective_for
+from biogpt_train.train.state import Counters, TrainState
 from biogpt_train.train.optim import build_optimizer, set_lr
 from biogpt_train.train.precision import DynamicLossScaler, autocast, default_scale_window
 from biogpt_train.distributed.parallelize import no_sync, parallelize
@@ -54,24 +54,19 @@ class NonFiniteLossError(FloatingPointError):
 
 
 # --- the trainer -----------------------------------------------------------------------------------------------
-@dataclass
-class TrainState:
-    num_updates: int = 0
-    best: float | None = None
-    val_loss: float | None = None
-    nonfinite_in_a_row: int = 0
-    skipped_updates: int = 0
-    elapsed: float = 0.0  # training seconds before this launch
-
-
 class Trainer:
     def __init__(self, cfg, run_dir: Path, info: distributed.DistInfo):
         self.cfg, self.run_dir, self.info, self.device = cfg, Path(run_dir), info, info.device
         self.save_dir = self.run_dir / cfg.checkpoint.save_dir
-        self.state = TrainState()
+        self.state = Counters()
+        self.train_state = TrainState(self)
         self.launch_time = time.perf_counter()
         self.signal_received: int | None = None
         set_seed(cfg.seed)
+        # the LR schedule, built (and checked) once: bad settings fail here, not at some later update; an
+        # epoch-limited run (max_update 0) builds it once the data says how many updates max_epoch makes
+        if cfg.trainer.max_update or not cfg.trainer.max_epoch:
+            self.lr_fn = self._build_lr_fn(cfg.trainer.max_update)
         if self.device.type == "cuda":
             torch.set_float32_matmul_precision("high" if cfg.trainer.tf32 else "highest")
 
@@ -91,9 +86,11 @@ class Trainer:
             self.scaler = DynamicLossScaler(cfg.trainer.fp16_init_scale, window, cfg.trainer.min_loss_scale)
         self.max_positions = max_positions(cfg, self.dictionary, self.model_config.max_positions)
         self.train_itr = self._train_iterator(1)
+        if not hasattr(self, "lr_fn"):
+            self.lr_fn = self._build_lr_fn(self._epoch_limited_updates())
         self.valid_itrs = {}
         if resume is not None:
-            self._load_train_state(resume)
+            self.train_state.load_state_dict(resume["train_state"])
         self.writer = MetricWriter(self.run_dir, cfg.logging, info.is_main, cfg.trainer.max_update)
 
     # --- setup ---------------------------------------------------------------------------------------------
@@ -155,22 +152,11 @@ class Trainer:
         ds = load_split(self.cfg, self.dictionary, self.cfg.task.train_subset, epoch)
         return make_iterator(self.cfg, ds, self.cfg.task.train_subset, self.info, epoch, self.max_positions)
 
-    def _load_train_state(self, obj: dict) -> None:
-        ts, c = obj["train_state"], self.cfg.checkpoint
-        self.state = TrainState(best=ts.get("best"), val_loss=ts.get("val_loss"),
-                                skipped_updates=int(ts.get("skipped_updates", 0)), elapsed=float(ts.get("elapsed", 0)))
-        if not c.reset_optimizer:  # as fairseq, the update count (hence the LR) goes with the optimizer state
-            ckpt.load_optimizer_state(self.model, self.optimizer, ts["optimizer"])
-            if self.scaler is not None and ts.get("scaler"):
-                self.scaler.load_state_dict(ts["scaler"])
-            self.state.num_updates = int(ts["num_updates"])
-            self.state.nonfinite_in_a_row = int(ts.get("nonfinite_in_a_row", 0))
-        if not c.reset_dataloader:
-            it = ts["iterator"]
-            if len(data_dirs(self.cfg)) > 1:
-                self.train_itr = self._train_iterator(int(it["epoch"]))
-            self.train_itr.load_state_dict(it)
-        ckpt.set_rng_state(ts["rng"])
+    def resume_iterator(self, state: dict) -> EpochBatchIterator:
+        """The train iterator positioned where `state` says (LM shards rotate per epoch: load that epoch's)."""
+        itr = self._train_iterator(int(state["epoch"])) if len(data_dirs(self.cfg)) > 1 else self.train_itr
+        itr.load_state_dict(state)
+        return itr
 
     # --- one update ----------------------------------------------------------------------------------------
     def _dummy_batch(self) -> dict:
@@ -196,10 +182,12 @@ class Trainer:
                                ignore_index=self.dictionary.pad(), reduction="sum")
 
     def lr(self, epoch: int) -> float:
-        sc = dict(self.cfg.lr_scheduler)
-        sc.update(lr=self.cfg.optim.lr, max_update=self.cfg.trainer.max_update or self._epoch_limited_updates(),
-                  total_num_update=sc["total_num_update"] or None)
-        return get_lr(str(sc["name"]), self.state.num_updates, sc, epoch)
+        return self.lr_fn(self.state.num_updates, epoch)
+
+    def _build_lr_fn(self, max_update: int | None):
+        total = self.cfg.lr_scheduler.total_num_update or None
+        return build_lr_fn({**dict(self.cfg.lr_scheduler), "total_num_update": total}, lr=self.cfg.optim.lr,
+                           max_update=max_update)
 
     def _epoch_limited_updates(self) -> int | None:
         """max_epoch x updates per epoch, for schedules over a whole epoch-limited run (ELECTRA's num_train_steps)."""
@@ -333,16 +321,8 @@ class Trainer:
         names = ckpt.checkpoint_names(self.cfg, epoch, self.state.num_updates, end_of_epoch, better)
         if not names:
             return
-        train_state = {
-            "num_updates": self.state.num_updates, "epoch": epoch, "iterator": self.train_itr.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "lr_scheduler": {"name": str(self.cfg.lr_scheduler.name), "num_updates": self.state.num_updates},
-            "rng": ckpt.rng_state(), "best": self.state.best, "val_loss": self.state.val_loss,
-            "nonfinite_in_a_row": self.state.nonfinite_in_a_row, "skipped_updates": self.state.skipped_updates,
-            "elapsed": self.elapsed(), "world_size": self.info.world_size,
-        }
         obj = ckpt.build_checkpoint(self.model, self.optimizer, self.dictionary, resolved_dict(self.cfg),
-                                    train_state, tokenizer_files(self.cfg))  # collective under FSDP
+                                    self.train_state.state_dict(epoch), tokenizer_files(self.cfg))  # collective (FSDP)
         if self.info.is_main:
             t0 = time.perf_counter()
             paths = ckpt.write_checkpoint(obj, self.save_dir, names)
