@@ -23,6 +23,7 @@ BENCHMARKS = {
     "bench.llama_bench": "llama: training tokens/s vs LlamaForCausalLM",
     "bench.trainer_bench": "trainer: full update step tokens/s and MFU",
     "bench.generation_bench": "decoding: tokens/s vs transformers generate",
+    "bench.encoder_bench": "encoder: QA training tokens/s vs ElectraForQuestionAnswering",
 }
 
 

@@ -69,11 +69,51 @@ def _run_pubmed(cfg: DictConfig, raw_dir: Path, out_dir: Path) -> dict:
         tokenizer=str(cfg.tokenizer),
         tokenizer_model=_tokenizer_model(cfg),
         spm=OmegaConf.to_container(cfg.spm, resolve=True),
+        encoder=_encoder_options(cfg),
     )
 
 
 def _tokenizer_model(cfg: DictConfig):
     return None if cfg.tokenizer_model is None else resolve_path(cfg.tokenizer_model, fallback_to_repo=True)
+
+
+def _encoder_options(cfg: DictConfig):
+    """tokenizer=wordpiece: the WordPiece vocab and ELECTRA block settings (data_prep/encoder_corpus.py)."""
+    kind = str(cfg.get("tokenizer", "bpe"))
+    if kind not in ("bpe", "sentencepiece", "wordpiece"):
+        raise ValueError(f"tokenizer={kind!r}: expected bpe (BioGPT's Moses + fastBPE), sentencepiece (Llama) or "
+                         "wordpiece (encoders)")
+    if kind != "wordpiece":
+        return None
+    wp = OmegaConf.to_container(cfg.wordpiece, resolve=True)
+    vocab = None if cfg.vocab is None else str(resolve_path(cfg.vocab, fallback_to_repo=True))
+    return {**wp, "vocab": vocab, "blocks": OmegaConf.to_container(cfg.blocks, resolve=True)}
+
+
+def _run_qa(cfg: DictConfig, raw_dir: Path, out_dir: Path) -> dict:
+    """dataset=bioasq|squad (data_prep/qa_tasks.py): SQuAD-format splits + vocab.txt for the encoders."""
+    from data_prep import encoder_corpus, qa_tasks
+
+    name = dataset_name(cfg)
+    enc = _encoder_options(cfg)
+    if enc is None:
+        raise ValueError(f"dataset={name} prepares encoder data: give tokenizer=wordpiece with vocab=VOCAB.txt "
+                         "(e.g. the checkpoint's) or wordpiece.train=true")
+    vocab = enc["vocab"]
+    if enc.get("train"):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        vocab = encoder_corpus.train_vocab(qa_tasks.task_texts(name, raw_dir), out_dir,
+                                           vocab_size=int(enc["vocab_size"]), lowercase=bool(enc["lowercase"]),
+                                           min_frequency=int(enc.get("min_frequency", 2)))
+    if not vocab or not Path(vocab).is_file():
+        raise ValueError(f"tokenizer=wordpiece: vocab={vocab} is not a file; give the checkpoint's vocab.txt")
+    from biogpt_train.data.wordpiece import read_vocab_txt
+    from biogpt_train.utils import sha256_file
+
+    read_vocab_txt(vocab)  # a clear error for a file that is not a BERT vocab.txt
+    settings = {"kind": "wordpiece", "vocab": str(vocab), "vocab_sha256": sha256_file(vocab),
+                "lowercase": bool(enc["lowercase"])}
+    return qa_tasks.build(name, raw_dir, out_dir, Path(vocab), dataset_options(cfg), settings)
 
 
 def _run_task(cfg: DictConfig, raw_dir: Path, out_dir: Path) -> dict:
@@ -100,6 +140,8 @@ def _run_task(cfg: DictConfig, raw_dir: Path, out_dir: Path) -> dict:
 DATASETS: dict[str, Callable[[DictConfig, Path, Path], dict]] = {
     "pubmed": _run_pubmed,
     **{name: _run_task for name in TASK_DATASETS},
+    "bioasq": _run_qa,
+    "squad": _run_qa,
 }
 
 

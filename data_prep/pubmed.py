@@ -389,8 +389,10 @@ def select_documents(keys: list[np.ndarray], deleted: list[np.ndarray], dedup: b
     return [keep[bounds[i] : bounds[i + 1]] for i in range(len(keys))], {"superseded": superseded, "deleted": removed}
 
 
-def merge_units(out_dir: Path, udirs: list[Path], opts: Options, vocab_size: int, progress: bool = False) -> dict:
-    """Write out_dir/{train,valid}.{bin,idx} from finished units, in file order."""
+def merge_units(out_dir: Path, udirs: list[Path], opts: Options, vocab_size: int, progress: bool = False,
+                item_fn: Optional[Callable] = None) -> dict:
+    """Write out_dir/{train,valid}.{bin,idx} from finished units, in file order. `item_fn(ids, key) -> items`
+    replaces a document by several items (encoder data: ELECTRA blocks, data_prep/encoder_corpus.py)."""
     from biogpt_train.data.indexed_dataset import MMapIndexedDataset, MMapIndexedDatasetBuilder, best_fitting_int_dtype
 
     keys = [np.load(d / "keys.npy") for d in udirs]
@@ -413,9 +415,10 @@ def merge_units(out_dir: Path, udirs: list[Path], opts: Options, vocab_size: int
             for i in np.flatnonzero(mask).tolist():
                 ids = part[i]
                 name = "valid" if valid_all[pos] else "train"
-                (valid if name == "valid" else train).add_item(ids)
-                counts[name][0] += 1
-                counts[name][1] += len(ids)
+                for item in ([ids] if item_fn is None else item_fn(ids, kept_keys[pos])):
+                    (valid if name == "valid" else train).add_item(item)
+                    counts[name][0] += 1
+                    counts[name][1] += len(item)
                 pos += 1
             bar.update(1)
         bar.close()
@@ -521,12 +524,14 @@ def load_tokenizer(dict_path: Path, codes_path: Path):
 
 def run(raw_dir, out_dir, *, tokenizer_dir=None, workers: int = 1, bpe: Optional[Mapping] = None,
         options: Optional[Mapping] = None, file_range: Optional[str] = None, merge_only: bool = False,
-        progress: bool = True, tokenizer: str = "bpe", tokenizer_model=None, spm: Optional[Mapping] = None) -> dict:
+        progress: bool = True, tokenizer: str = "bpe", tokenizer_model=None, spm: Optional[Mapping] = None,
+        encoder: Optional[Mapping] = None) -> dict:
     """Prepare the LM corpus; returns the summary (also written into manifest.json when the merge ran).
 
     tokenizer="bpe": BioGPT's Moses + fastBPE with tokenizer_dir's dict.txt + bpecodes (or learned: bpe.learn);
     tokenizer="sentencepiece": tokenizer_model's SentencePiece model (or one trained here: spm.train), documents
-    `<s> text </s>` (data_prep/spm.py)."""
+    `<s> text </s>` (data_prep/spm.py); tokenizer="wordpiece" (with `encoder` options): WordPiece and ELECTRA's
+    [CLS] A [SEP] B [SEP] blocks (data_prep/encoder_corpus.py)."""
     from biogpt_train.utils import atomic_write, sha256_file
     from data_prep import spm as spm_mod
 
@@ -555,6 +560,28 @@ def run(raw_dir, out_dir, *, tokenizer_dir=None, workers: int = 1, bpe: Optional
         vocab_fingerprint = {"tokenizer": "sentencepiece", "bos": True, "tokenizer_model_sha256": sha256_file(model)}
         vocab_files = [(model, spm_mod.TOKENIZER_FILE)]
         manifest_vocab = {"dictionary": None, "tokenizer": spm_mod.tokenizer_entry(model)}
+    elif kind == "wordpiece":  # WordPiece + ELECTRA blocks (data_prep/encoder_corpus.py)
+        from data_prep import encoder_corpus as ec
+
+        if encoder is None:
+            raise DataPrepError("tokenizer=wordpiece needs its options (vocab=VOCAB.txt or wordpiece.train=true)")
+        block_opts = ec.BlockOptions.from_dict(encoder.get("blocks"))
+        vocab_txt = encoder.get("vocab")
+        if encoder.get("train"):
+            vocab_txt = out_dir / "vocab.txt"
+            if not vocab_txt.exists():
+                docs = (text for p in inputs for _, text in iter_documents(p, opts, Counter(), []))
+                ec.train_vocab(docs, out_dir, vocab_size=int(encoder["vocab_size"]),
+                               lowercase=bool(encoder["lowercase"]), min_frequency=int(encoder.get("min_frequency", 2)))
+        if not vocab_txt or not Path(vocab_txt).is_file():
+            raise DataPrepError(f"tokenizer=wordpiece needs vocab=VOCAB.txt (not found: {vocab_txt}) or "
+                                "wordpiece.train=true")
+        dict_path = Path(vocab_txt)
+        tok = ec.SentenceWordPiece(dict_path, lowercase=bool(encoder["lowercase"]))
+        tok_settings = ec.tokenizer_settings(dict_path, bool(encoder["lowercase"]), block_opts)
+        vocab_fingerprint = {"tokenizer": tok_settings}
+        vocab_files = [(dict_path, "vocab.txt")]
+        manifest_vocab = {"dictionary": None, "tokenizer": tok_settings}
     else:
         if bpe_opts.learn:
             if file_range is not None and not (out_dir / "bpe_learn.json").exists():
@@ -603,11 +630,13 @@ def run(raw_dir, out_dir, *, tokenizer_dir=None, workers: int = 1, bpe: Optional
     check_kept(metas, raw_dir, opts)  # before anything in out_dir is replaced
     # While the outputs are replaced there is no manifest and no index: a killed merge leaves nothing that looks
     # complete (the builders' .idx renames are the commit, the manifest comes last).
-    stale_vocab = ("dict.txt", "bpecodes") if kind == "sentencepiece" else (spm_mod.TOKENIZER_FILE,)  # other kind's
+    stale_vocab = {"dict.txt", "bpecodes", spm_mod.TOKENIZER_FILE, "vocab.txt"} - {n for _, n in vocab_files}  # other kinds'
+
     for name in ("manifest.json", "train.idx", "valid.idx", *stale_vocab):
         (out_dir / name).unlink(missing_ok=True)
     t_merge = time.perf_counter()
-    merge = merge_units(out_dir, udirs, opts, len(tok.dictionary), progress)
+    item_fn = ec.block_maker(dict_path, block_opts, opts.split_seed) if kind == "wordpiece" else None
+    merge = merge_units(out_dir, udirs, opts, len(tok.dictionary), progress, item_fn)
     outputs = [out_dir / f"{s}.{e}" for s in ("train", "valid") for e in ("bin", "idx")]
     for src, name in vocab_files:
         if src.resolve() != (out_dir / name).resolve():
@@ -622,7 +651,8 @@ def run(raw_dir, out_dir, *, tokenizer_dir=None, workers: int = 1, bpe: Optional
         seconds=round(time.perf_counter() - t_start, 3),
     )
     settings = {"options": asdict(opts), "bpe": asdict(bpe_opts), "workers": workers,
-                "tokenizer_dir": str(tokenizer_dir) if tokenizer_dir else None, "tokenizer": kind}
+                "tokenizer_dir": str(tokenizer_dir) if tokenizer_dir else None,
+                "tokenizer": tok_settings if kind == "wordpiece" else kind}
     if kind == "sentencepiece":
         settings.update(spm=asdict(spm_opts), tokenizer_model=str(tokenizer_model) if tokenizer_model else None)
     from data_prep.manifest import write_manifest
@@ -663,7 +693,11 @@ def check_kept(metas: list[dict], raw_dir, opts: Options) -> None:
 def warn_unk(metas: list[dict], tokenizer) -> None:
     """One warning for all units whose <unk> share is too high (a mismatched dict.txt/bpecodes pair hits all)."""
     high = []
+    if not hasattr(tokenizer, "unk_warning"):  # the check is BioGPT's (a mismatched dict/bpecodes pair)
+        return
     for m in metas:
+        if "unk_tokens" not in m:
+            continue
         message = tokenizer.unk_warning(m["unk_tokens"], m["tokens"] - m["docs"], m["input"]["name"])
         if message is not None:
             high.append(message)

@@ -32,7 +32,7 @@ from biogpt_train.data.vocab import TOKENIZER_FILE, TokenizerVocab
 
 log = logging.getLogger("data_prep.spm")
 
-KINDS = ("bpe", "sentencepiece")
+KINDS = ("bpe", "sentencepiece", "wordpiece")
 
 
 class SpmTextEncoder:

@@ -94,7 +94,7 @@ def test_fixed():
 
 
 def test_registry():
-    assert set(SCHEDULERS) == {"inverse_sqrt", "polynomial_decay", "cosine", "fixed"}
+    assert set(SCHEDULERS) == {"inverse_sqrt", "polynomial_decay", "cosine", "fixed", "linear"}
     assert get_lr("inverse_sqrt", 500, BIOGPT) == pytest.approx(1e-4)
     with pytest.raises(ValueError, match="unknown lr_scheduler"):
         get_lr("tri_stage", 0, BIOGPT)

@@ -254,7 +254,7 @@ def load_hf_encoder(path: PathLike, *, head: Optional[str] = None, num_labels: O
 
 def _head_of(model: nn.Module) -> str:
     for name, cls in (("qa", "QAModel"), ("rtd", "ElectraDiscriminator"), ("mlm", "ElectraGenerator"),
-                      ("cls", "SequenceClassifier")):
+                      ("cls", "SequenceClassifier"), ("pretrain", "ElectraPretraining")):
         if type(model).__name__ == cls:
             return name
     raise EncoderCheckpointError(f"save_hf_encoder: {type(model).__name__} is not an encoder model of this project")

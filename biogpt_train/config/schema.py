@@ -33,6 +33,9 @@ class TaskName(StrEnum):
     ddi = "ddi"
     pubmedqa = "pubmedqa"
     hoc = "hoc"
+    squad = "squad"  # extractive QA on SQuAD v1.1/v2.0 JSON (encoders; biogpt_train/data/encoder_data.py)
+    bioasq = "bioasq"  # BioASQ factoid QA in SQuAD format (BioBERT's files), snippet n-best merged per question
+    electra_pretraining = "electra_pretraining"  # ELECTRA generator + discriminator on [CLS] A [SEP] B [SEP] blocks
 
 
 class BreakMode(StrEnum):
@@ -63,6 +66,7 @@ class SchedulerName(StrEnum):
     polynomial_decay = "polynomial_decay"
     cosine = "cosine"
     fixed = "fixed"
+    linear = "linear"  # ELECTRA/BioM: linear decay to 0 over all updates, times a linear warmup factor
 
 
 class Precision(StrEnum):
@@ -179,6 +183,20 @@ class TaskConfig:
     prefix: bool = False
     sep_token: str = "<seqsep>"
     mask_source_loss: bool = False  # True: loss on prompt+target only; BioGPT trains on the whole sequence
+    # extractive QA (squad, bioasq): {data}/{split}.json in SQuAD format + {data}/vocab.txt; features at load time
+    max_seq_length: int = 384  # BioM's TF recipe: 512
+    doc_stride: int = 128  # step between context windows (BERT's meaning)
+    max_query_length: int = 64
+    do_lower_case: bool = True  # the WordPiece vocab's casing (BioM-ELECTRA: uncased)
+    version_2_with_negative: bool = False  # SQuAD v2: unanswerable questions, null answer in post-processing
+    n_best_size: int = 20
+    max_answer_length: int = 30
+    null_score_diff_threshold: float = 0.0
+    # electra_pretraining (google-research/electra defaults; Large uses mask_prob 0.25)
+    mask_prob: float = 0.15
+    disc_weight: float = 50.0
+    gen_weight: float = 1.0
+    sampling_temperature: float = 1.0
 
 
 @dataclass
@@ -206,6 +224,9 @@ class OptimConfig:
     eps_mode: AdamEpsMode = AdamEpsMode.fairseq  # docs/FIDELITY.md; torch: torch.optim.AdamW
     impl: AdamImpl = AdamImpl.auto  # eps_mode=torch only
     clip_norm: float = 0.0  # 0 = no clipping; the norm is still computed and logged
+    # ELECTRA's layer-wise LR decay (fine-tuning): lr * decay^(L + 2 - depth) with embeddings at depth 0, block i
+    # at i + 1 and everything else (the task head) at L + 2 (train/optim.py); null = off. BioM: 0.8 base, 0.9 large
+    layerwise_lr_decay: Optional[float] = None
 
 
 @dataclass
@@ -225,6 +246,7 @@ class LRSchedulerConfig:
     t_mult: float = 1.0  # cosine
     lr_shrink: float = 0.1  # cosine, fixed
     force_anneal: Optional[int] = None  # fixed
+    warmup_ratio: float = 0.0  # linear: > 0 sets the warmup to int(ratio * total updates) (ELECTRA: 0.1)
 
 
 @dataclass

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from biogpt_train.data.batching import make_batches
 from biogpt_train.data.dictionary import Dictionary
+from biogpt_train.data.encoder_data import WordPieceVocab, is_encoder_task, load_encoder_split, vocab_path
 from biogpt_train.data.indexed_dataset import MMapIndexedDataset, dataset_exists
 from biogpt_train.data.iterators import EpochBatchIterator
 from biogpt_train.data.lm_dataset import LMDataset
@@ -21,9 +22,12 @@ def data_dirs(cfg) -> list[Path]:
 
 
 def build_dictionary(cfg) -> Dictionary | TokenizerVocab:
-    """dict.txt of the prepared data (or its SentencePiece tokenizer.model, seen as a `TokenizerVocab`), grown as
-    BioGPT's task does (``add_prompt_symbols``): <seqsep> with prefix, then learned1..N or the manual prompt's
-    unknown words (a SentencePiece vocabulary encodes a manual prompt as text instead)."""
+    """The prepared data's vocabulary: dict.txt (BioGPT), tokenizer.model (SentencePiece, as a `TokenizerVocab`)
+    or, for encoder tasks, vocab.txt (`WordPieceVocab`, data/encoder_data.py). A dict.txt is grown as BioGPT's task
+    does (``add_prompt_symbols``): <seqsep> with prefix, then learned1..N or the manual prompt's unknown words (a
+    SentencePiece vocabulary encodes a manual prompt as text instead)."""
+    if is_encoder_task(cfg):
+        return WordPieceVocab(vocab_path(cfg))
     root = data_dirs(cfg)[0]
     path = root / "dict.txt"
     if is_tokenizer_dir(root):
@@ -41,6 +45,8 @@ def build_dictionary(cfg) -> Dictionary | TokenizerVocab:
 
 def load_split(cfg, d: Dictionary, split: str, epoch: int = 1):
     """The dataset of `split`; LM shards rotate per epoch as fairseq's "a:b:c" data paths."""
+    if is_encoder_task(cfg):
+        return load_encoder_split(cfg, d, split, epoch)
     dirs = data_dirs(cfg)
     root = dirs[(epoch - 1) % len(dirs)] if split == cfg.task.train_subset else dirs[0]
     if str(cfg.task.name) == "language_modeling":
@@ -70,6 +76,8 @@ def max_positions(cfg, d: Dictionary, model_max: int) -> int:
     """fairseq's resolve_max_positions: longer items are dropped from train (and are an error in valid unless
     skip_invalid_size_inputs_valid_test). LM: the block size; prompt tasks: room left beside the prompt."""
     t = cfg.task
+    if is_encoder_task(cfg):  # QA windows are cut to max_seq_length, blocks at data_prep
+        return model_max
     if str(t.name) == "language_modeling":
         return min(t.tokens_per_sample, model_max)
     prompt = prompt_ids(d, t.manual_prompt, t.learned_prompt, t.learned_prompt_pattern)

@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping, Optional
 import torch.nn as nn
 
 from biogpt_train.models import biogpt, electra, llama
+from biogpt_train.train.electra_objective import ElectraPretraining  # head "pretrain" (generator + discriminator)
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,8 @@ FAMILIES: dict[str, Family] = {
     "llama": Family(llama.LlamaConfig, llama.Llama, (llama.Llama,), "sentencepiece", ("llama",)),
     "electra": Family(electra.EncoderConfig, electra.build_encoder,
                       (electra.QAModel, electra.ElectraDiscriminator, electra.ElectraGenerator,
-                       electra.SequenceClassifier), "wordpiece", ("electra", "bert"), causal=False),
+                       electra.SequenceClassifier, ElectraPretraining), "wordpiece", ("electra", "bert"),
+                      causal=False),
 }
 # model-group keys that name or configure around the network rather than shape it
 NOT_SHAPE = ("family", "arch", "head", "num_labels", "generator_size", "generator_layers", "lora")

@@ -247,6 +247,10 @@ class _WithBody(nn.Module):
         setattr(self, cfg.style, EncoderModel(cfg, pooler=pooler))
 
     @property
+    def cfg(self) -> EncoderConfig:  # the name the trainer and the other families use
+        return self.config
+
+    @property
     def body(self) -> EncoderModel:
         return getattr(self, self.config.style)
 
@@ -373,10 +377,17 @@ class SequenceClassifier(_WithBody):
 HEADS = {"qa": QAModel, "rtd": ElectraDiscriminator, "mlm": ElectraGenerator, "cls": SequenceClassifier}
 
 
-def build_encoder(cfg: EncoderConfig, head: str = "qa", num_labels: Optional[int] = None) -> nn.Module:
-    """One of HEADS by name; ``num_labels`` only for "cls"."""
+def build_encoder(cfg: EncoderConfig, head: str = "qa", num_labels: Optional[int] = None, **pretrain) -> nn.Module:
+    """One of HEADS by name; ``num_labels`` only for "cls". ``head="pretrain"``: generator + discriminator
+    (train/electra_objective.ElectraPretraining; ``pretrain`` holds its keyword arguments, mask_id among them)."""
+    if head == "pretrain":
+        from biogpt_train.train.electra_objective import ElectraPretraining  # it imports this module
+
+        return ElectraPretraining(cfg, **pretrain)
+    if pretrain:
+        raise EncoderConfigError(f"options {sorted(pretrain)} apply to head 'pretrain' only, not {head!r}")
     if head not in HEADS:
-        raise EncoderConfigError(f"unknown encoder head {head!r}; known: {list(HEADS)}")
+        raise EncoderConfigError(f"unknown encoder head {head!r}; known: {list(HEADS)} or 'pretrain'")
     if head == "cls":
         return SequenceClassifier(cfg, num_labels=2 if num_labels is None else num_labels)
     return HEADS[head](cfg)

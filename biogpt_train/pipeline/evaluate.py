@@ -47,6 +47,7 @@ from typing import Any, Dict, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from biogpt_train.data.encoder_data import QA_TASKS
 from biogpt_train.tasks.registry import TaskSpec, get_task
 from biogpt_train.utils import atomic_write, sha256_file
 
@@ -182,7 +183,11 @@ def _load_model(cfg, ckpt_path: Path, device, dtype: str):
 
 
 def generate(cfg: DictConfig, run_dir: Path) -> dict:
-    """The `generate` pipeline stage (module docstring)."""
+    """The `generate` pipeline stage (module docstring); extractive QA tasks: pipeline/qa_eval.py."""
+    if str(cfg.task.name) in QA_TASKS:
+        from biogpt_train.pipeline import qa_eval
+
+        return qa_eval.generate(cfg, run_dir)
     from biogpt_train import distributed
     from biogpt_train.data.indexed_dataset import MMapIndexedDataset, dataset_exists
 
@@ -480,6 +485,10 @@ def scorer_options(cfg, spec: TaskSpec) -> dict:
 # --- score -----------------------------------------------------------------------------------------------------
 def score(cfg: DictConfig, run_dir: Path) -> dict:
     """The `score` pipeline stage (module docstring). Rank 0 scores; the others read its results."""
+    if str(cfg.task.name) in QA_TASKS:
+        from biogpt_train.pipeline import qa_eval
+
+        return qa_eval.score(cfg, run_dir)
     from biogpt_train import distributed
 
     run_dir = Path(run_dir)

@@ -22,6 +22,14 @@ def missing_data(cfg: DictConfig) -> list[str]:
 
     t = cfg.task
     missing = []
+    if str(t.name) in ("squad", "bioasq", "electra_pretraining"):  # encoders: vocab.txt + SQuAD JSON or blocks
+        for root in (Path(p) for p in str(t.data).split(":") if p):
+            splits = [t.train_subset, *str(t.valid_subset).split(",")]
+            files = ["vocab.txt", "manifest.json"] + (
+                [f"{s}.json" for s in splits] if str(t.name) != "electra_pretraining" else
+                [f"{s}{e}" for s in splits for e in (".idx", ".bin")])
+            missing += [str(root / f) for f in files if not (root / f).exists()]
+        return missing
     for root in (Path(p) for p in str(t.data).split(":") if p):
         if not (root / "dict.txt").exists() and not (root / "tokenizer.model").exists():  # BPE or SentencePiece
             missing.append(str(root / "dict.txt"))

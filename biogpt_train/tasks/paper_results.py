@@ -66,7 +66,32 @@ KD_DTI_PROMPT: dict[str, dict] = {
 }
 KD_DTI_PROMPT_SOURCE = "prompt ablation table on KD-DTI (length 9 chosen on validation)"
 
+# BioM-Transformers (Alrowili & Vijay-Shanker, BioNLP 2021) and its model cards (seed-systems.md §A), keyed like
+# MAIN_RESULTS by our model label (conf/model arch) and task. squad: SQuAD2.0 dev EM/F1 of the TF checkpoints
+# (README). bioasq: strict/lenient/MRR = mean over the five BioASQ7B test batches of the TF SQuAD2 -> BioASQ7B
+# notebook (our arithmetic over its per-batch outputs); exact/f1 = the HF card's "unofficial" PyTorch numbers on
+# all five BioASQ8B test batches concatenated (another test set and recipe: compare EM/F1 with care).
+_BIOM_CARD = "HF card sultan/BioM-ELECTRA-Large-SQuAD2-BioASQ8B (BioASQ8B test batches concatenated, unofficial)"
+BIOM_RESULTS: dict[str, dict[str, dict]] = {
+    "biom_electra_large": {
+        "squad": {"exact": 85.48, "f1": 88.27, "source": "BioM-Transformers README: BioM-ELECTRA-Large-SQuAD2, dev"},
+        "bioasq": {"strict": 50.10, "lenient": 61.18, "mrr": 54.65, "exact": 74.31, "f1": 84.72,
+                   "source": "BioM notebook SQuAD2 -> BioASQ7B (strict/lenient/MRR, mean of 5 batches); "
+                             + _BIOM_CARD + " (exact/f1)"},
+    },
+    "biom_electra_base": {
+        "squad": {"exact": 81.35, "f1": 84.20, "source": "BioM-Transformers README: BioM-ELECTRA-Base-SQuAD2, dev"},
+        "bioasq": {"exact": 70.31, "f1": 80.90, "source": _BIOM_CARD},
+    },
+    "electra_large": {"bioasq": {"exact": 67.36, "f1": 78.90, "source": _BIOM_CARD}},
+    "electra_base": {"bioasq": {"exact": 61.89, "f1": 74.39, "source": _BIOM_CARD}},
+}
+# BioM-ELECTRA-Large-SQuAD2 -> BioASQ7B per test batch (strict, lenient, MRR), TF notebook
+BIOM_BIOASQ7B_BATCHES = [(51.28, 56.41, 53.08), (56.00, 64.00, 59.00), (41.38, 51.72, 45.98),
+                         (64.71, 82.35, 72.55), (37.14, 51.43, 42.62)]
+
 PAPER_RESULTS: dict[str, dict] = {
+    "biom": BIOM_RESULTS,
     "main": MAIN_RESULTS,
     "kd_dti_target_format": {"source": KD_DTI_TARGET_FORMAT_SOURCE, "rows": KD_DTI_TARGET_FORMAT},
     "structured_vs_relis": {"source": STRUCTURED_VS_RELIS_SOURCE, "rows": STRUCTURED_VS_RELIS},
@@ -74,13 +99,14 @@ PAPER_RESULTS: dict[str, dict] = {
 }
 
 # Headline metric per task (what the paper bolds).
-PRIMARY_METRIC = {"bc5cdr": "f1", "kd_dti": "f1", "ddi": "f1", "pubmedqa": "accuracy", "hoc": "micro_f1"}
+PRIMARY_METRIC = {"bc5cdr": "f1", "kd_dti": "f1", "ddi": "f1", "pubmedqa": "accuracy", "hoc": "micro_f1",
+                  "squad": "f1", "bioasq": "mrr"}
 
 
 def lookup(task: str, model: str = "biogpt", metric: str | None = None) -> float | None:
     """A main-table number, e.g. ``lookup("ddi")`` -> 40.76 (the task's headline metric unless ``metric`` is
-    given); None when the paper does not report it for that model."""
-    row = MAIN_RESULTS.get(model, {}).get(task)
+    given); None when the paper does not report it for that model. Encoder rows come from BIOM_RESULTS."""
+    row = MAIN_RESULTS.get(model, {}).get(task) or BIOM_RESULTS.get(model, {}).get(task)
     if row is None:
         return None
     return row.get(metric or PRIMARY_METRIC[task])

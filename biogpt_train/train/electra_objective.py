@@ -137,5 +137,19 @@ class ElectraPretraining(nn.Module):
         self.kw = dict(mask_id=mask_id, mask_prob=mask_prob, disc_weight=disc_weight, gen_weight=gen_weight,
                        temperature=temperature, special_ids=tuple(special_ids))
 
+    @property
+    def config(self) -> EncoderConfig:  # the discriminator's: the model that is kept after pretraining
+        return self.discriminator.config
+
+    cfg = config  # the name the trainer uses for every family
+
+    def max_positions(self) -> int:
+        return self.discriminator.config.max_positions
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """Both stacks' layers (activation checkpointing, compile and FSDP units), discriminator first."""
+        return nn.ModuleList([*self.discriminator.blocks, *self.generator.blocks])
+
     def forward(self, batch: dict, rng: Optional[torch.Generator] = None):
         return electra_loss(self.generator, self.discriminator, batch, rng=rng, **self.kw)

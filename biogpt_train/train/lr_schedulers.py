@@ -142,7 +142,32 @@ def fixed(num_updates: int, cfg: Any, epoch: int = 1) -> float:
     return base
 
 
+def linear(num_updates: int, cfg: Any, epoch: int = 1) -> float:
+    """google-research/electra's ``optimization.create_optimizer`` (BioM-ELECTRA's TF recipe): the LR decays
+    linearly from ``lr`` at update 0 to ``end_learning_rate`` at ``total_num_update`` (default ``max_update``;
+    ``power`` != 1 gives polynomial decay) and is multiplied by ``min(1, n / warmup)``; warmup =
+    ``int(warmup_ratio * total)`` when ``warmup_ratio`` > 0 (ELECTRA's warmup_proportion 0.1), else
+    ``warmup_updates``. So update 1 runs with LR 0, and the end of warmup is at ``(1 - ratio) * lr``, not ``lr``
+    (transformers' get_linear_schedule_with_warmup peaks at ``lr``: that is ``polynomial_decay`` with power 1)."""
+    peak = _single_lr(cfg, "linear")
+    total = _total_updates(cfg)
+    if total <= 0:
+        raise ValueError("linear needs total_num_update or max_update > 0 (the trainer derives it from "
+                         "max_epoch for epoch-limited runs)")
+    ratio = float(_get(cfg, "warmup_ratio", 0.0))
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"linear: warmup_ratio must be in [0, 1), got {ratio}")
+    warmup = int(ratio * total) if ratio > 0 else int(_get(cfg, "warmup_updates", 0))
+    end_lr = float(_get(cfg, "end_learning_rate", 0.0))
+    power = float(_get(cfg, "power", 1.0))
+    lr = (peak - end_lr) * (1.0 - min(num_updates, total) / total) ** power + end_lr
+    if warmup > 0:
+        lr *= min(1.0, num_updates / warmup)
+    return lr
+
+
 SCHEDULERS: dict[str, Callable[..., float]] = {
+    "linear": linear,
     "inverse_sqrt": inverse_sqrt,
     "polynomial_decay": polynomial_decay,
     "cosine": cosine,

@@ -27,8 +27,11 @@ import torch
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float, decay_all_params: bool = True) -> list[dict]:
+def param_groups(model: torch.nn.Module, weight_decay: float, decay_all_params: bool = True,
+                 layerwise_lr_decay: float | None = None) -> list[dict]:
     params = [p for p in model.parameters() if p.requires_grad]
+    if layerwise_lr_decay:
+        return layerwise_groups(model, params, weight_decay, decay_all_params, layerwise_lr_decay)
     if decay_all_params:
         return [{"params": params, "weight_decay": weight_decay}]
     decay = [p for p in params if p.dim() >= 2]
@@ -113,7 +116,7 @@ class FairseqAdam(torch.optim.Optimizer):
 
 def build_adam(model: torch.nn.Module, cfg, device: torch.device, master_weights: bool = False
                ) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay, cfg.decay_all_params)
+    groups = param_groups(model, cfg.weight_decay, cfg.decay_all_params, getattr(cfg, "layerwise_lr_decay", None))
     mode = str(getattr(cfg, "eps_mode", "fairseq"))
     if mode == "fairseq":
         return FairseqAdam(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, master_weights=master_weights)
@@ -135,6 +138,39 @@ def build_adam(model: torch.nn.Module, cfg, device: torch.device, master_weights
     )
 
 
+def layer_depths(model: torch.nn.Module) -> dict[int, int]:
+    """id(parameter) -> depth as google-research/electra's `_get_layer_lrs`: embeddings (names with "embed") 0,
+    block i of `model.blocks` i + 1, everything else (the task head) L + 2."""
+    from biogpt_train.distributed.parallelize import unwrap
+
+    plain = unwrap(model)
+    blocks = getattr(plain, "blocks", None)
+    if blocks is None:
+        raise ValueError(f"optim.layerwise_lr_decay: {type(plain).__name__} has no `blocks` to take depths from")
+    L = len(blocks)
+    depth = {id(p): L + 2 for p in plain.parameters()}
+    for name, p in plain.named_parameters():
+        if any(part.startswith("embed") for part in name.split(".")[:-1]):
+            depth[id(p)] = 0
+    for i, block in enumerate(blocks):
+        for p in block.parameters():
+            depth[id(p)] = i + 1
+    return depth
+
+
+def layerwise_groups(model, params, weight_decay: float, decay_all_params: bool, decay: float) -> list[dict]:
+    """One group per (depth, decayed or not) with `lr_scale` = decay ** (L + 2 - depth); set_lr applies it."""
+    depth = layer_depths(model)
+    top = max(depth.values())
+    groups: dict[tuple, dict] = {}
+    for p in params:
+        d = depth[id(p)]
+        wd = weight_decay if decay_all_params or p.dim() >= 2 else 0.0
+        g = groups.setdefault((d, wd), {"params": [], "weight_decay": wd, "lr_scale": decay ** (top - d)})
+        g["params"].append(p)
+    return [groups[k] for k in sorted(groups)]
+
+
 # name -> builder(model, optim_cfg, device, master_weights); add an entry (and an OptimizerName member) for more
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {"adam": build_adam}
 
@@ -149,4 +185,4 @@ def build_optimizer(model: torch.nn.Module, cfg, device: torch.device, master_we
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)  # lr_scale: layer-wise decay groups

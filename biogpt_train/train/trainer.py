@@ -36,7 +36,7 @@ from biogpt_train.logging import IntervalMeter, MetricWriter, base2, memory_gb, 
 from biogpt_train.models import build_model, model_config
 from biogpt_train.train.lora import apply_lora
 from biogpt_train.train.lr_schedulers import build_lr_fn
-from biogpt_train.train.objectives import objective_for
+from biogpt_train.train.objectives import dummy_sample, model_options, objective_for
 from biogpt_train.train.state import Counters, TrainState
 from biogpt_train.train.optim import build_optimizer, set_lr
 from biogpt_train.train.precision import DynamicLossScaler, autocast, default_scale_window, fp16_weights_mode
@@ -75,16 +75,17 @@ class Trainer:
         self.launch_time = time.perf_counter()
         self.signal_received: int | None = None
         set_seed(cfg.seed)
-        # the LR schedule, built (and checked) once: bad settings fail here, not at some later update
-        total = cfg.lr_scheduler.total_num_update or None
-        self.lr_fn = build_lr_fn({**dict(cfg.lr_scheduler), "total_num_update": total}, lr=cfg.optim.lr,
-                                 max_update=cfg.trainer.max_update)
+        # the LR schedule, built (and checked) once: bad settings fail here, not at some later update; an
+        # epoch-limited run (max_update 0) builds it once the data says how many updates max_epoch makes
+        if cfg.trainer.max_update or not cfg.trainer.max_epoch:
+            self.lr_fn = self._build_lr_fn(cfg.trainer.max_update)
         if self.device.type == "cuda":
             torch.set_float32_matmul_precision("high" if cfg.trainer.tf32 else "highest")
 
         self.family = str(cfg.model.family)
         self.objective = objective_for(cfg)  # None: next-token NLL (_loss)
         self.dictionary = build_dictionary(cfg)
+        self.model_options = model_options(cfg, self.dictionary)  # encoders: head (qa | pretrain | ...) and its args
         resume = self._find_resume()
         self.raw_model = self._build_model(resume)  # weights loaded before wrapping: FSDP shards the loaded values
         adapters = resume["train_state"].get("lora") if resume is not None else None
@@ -104,6 +105,8 @@ class Trainer:
             self.scaler = DynamicLossScaler(cfg.trainer.fp16_init_scale, window, cfg.trainer.min_loss_scale)
         self.max_positions = max_positions(cfg, self.dictionary, self.model_config.max_positions)
         self.train_itr = self._train_iterator(1)
+        if not hasattr(self, "lr_fn"):
+            self.lr_fn = self._build_lr_fn(self._epoch_limited_updates())
         self.valid_itrs = {}
         if resume is not None:
             self.train_state.load_state_dict(resume["train_state"])
@@ -131,12 +134,12 @@ class Trainer:
     def _build_model(self, resume: dict | None) -> torch.nn.Module:
         vocab = len(self.dictionary)
         if resume is not None:
-            model = build_model(self.family, self._model_config(vocab))
+            model = build_model(self.family, self._model_config(vocab), **self.model_options)
             model.load_state_dict(resume["model"], strict=True)
             return model
         src = self.cfg.checkpoint.finetune_from
         if not src:
-            return build_model(self.family, self._model_config(vocab))
+            return build_model(self.family, self._model_config(vocab), **self.model_options)
         # first launch of a fine-tuning run: weights only (optimizer, scheduler, iterator start fresh)
         loaded = read_checkpoint(src)
         mc, m = loaded.model_config, self.cfg.model
@@ -151,8 +154,13 @@ class Trainer:
                              "+ prompts; the data was prepared with another dictionary")
         if not mc.vocab_size <= vocab:
             raise ValueError(f"{src}: {mc.vocab_size} embedding rows but the dictionary (+ prompts) has only {vocab}")
-        model = build_model(self.family, self._model_config(mc.vocab_size))
-        model.load_state_dict(loaded.state_dict, strict=True)
+        model = build_model(self.family, self._model_config(mc.vocab_size), **self.model_options)
+        sd = loaded.state_dict
+        if self.family == "electra":  # HF legacy buffers, tied MLM head; another head starts fresh (rtd -> qa)
+            from biogpt_train.checkpoint.hf_encoder import _adapt_state_dict
+
+            sd = _adapt_state_dict(model, sd, str(src), same_head=loaded.head == self.model_options.get("head"))
+        model.load_state_dict(sd, strict=True)
         if mc.vocab_size < vocab:  # learned1..N etc.: fairseq's rows for this seed (reference §2.5)
             init = str(self.cfg.checkpoint.new_rows_init)
             logger.info("growing the vocabulary %d -> %d rows for added symbols (%s init)", mc.vocab_size, vocab, init)
@@ -176,6 +184,8 @@ class Trainer:
     # --- one update ----------------------------------------------------------------------------------------
     def _dummy_batch(self) -> dict:
         """Zero-weight stand-in for an empty shard entry: keeps every rank's forward/backward/collectives aligned."""
+        if self.objective is not None:
+            return dummy_sample(self.cfg, self.dictionary)
         eos, pad = self.dictionary.eos(), self.dictionary.pad()
         return {"net_input": {"src_tokens": torch.tensor([[eos]])}, "target": torch.tensor([[pad]]),
                 "ntokens": 0, "nsentences": 0}
@@ -196,6 +206,19 @@ class Trainer:
 
     def lr(self, epoch: int) -> float:
         return self.lr_fn(self.state.num_updates, epoch)
+
+    def _build_lr_fn(self, max_update: int | None):
+        total = self.cfg.lr_scheduler.total_num_update or None
+        return build_lr_fn({**dict(self.cfg.lr_scheduler), "total_num_update": total}, lr=self.cfg.optim.lr,
+                           max_update=max_update)
+
+    def _epoch_limited_updates(self) -> int | None:
+        """max_epoch x updates per epoch, for schedules over a whole epoch-limited run (ELECTRA's num_train_steps)."""
+        tc = self.cfg.trainer
+        if not tc.max_epoch:
+            return None
+        n = len(self.train_itr)
+        return tc.max_epoch * (n // tc.update_freq if self.cfg.data.skip_remainder_batch else -(-n // tc.update_freq))
 
     def train_step(self, samples: list[dict], epoch: int) -> dict:
         self.model.train()
