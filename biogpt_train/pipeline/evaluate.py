@@ -286,7 +286,7 @@ def _decode(cfg, model, prefixes, dictionary) -> list[list[int]]:
     if not prefixes:
         return []
     opts = _generation_options(cfg)
-    return decode_prefixes(model, prefixes, batch_size=int(cfg.generation.batch_size), log_every=50,
+    return decode_prefixes(model, prefixes, batch_size=int(cfg.generation.batch_size), progress=True,
                            max_positions=model.cfg.max_positions, eos=dictionary.eos(), pad=dictionary.pad(),
                            **opts)
 
