@@ -1,5 +1,5 @@
-"""README.md's Python snippet runs as written (with a tiny saved model and tokenizer files in place of the
-released ones: only the three paths are substituted)."""
+"""The documented first commands: README.md's Python snippet runs as written (a tiny saved model and tokenizer
+files in place of the released ones: only the three paths are substituted); `make reproduce-mini` writes runs/."""
 
 from __future__ import annotations
 
@@ -38,3 +38,12 @@ def test_readme_python_snippet_runs(tmp_path, capsys):
     exec(compile(code, "README.md", "exec"), scope)
     assert scope["logits"].shape == (1, scope["ids"].shape[1], len(dictionary))
     assert capsys.readouterr().out.strip()
+
+
+def test_reproduce_mini_writes_to_runs_unless_asked():
+    """`make reproduce-mini` must not overwrite the committed experiments/results/ (only with OUT=...)."""
+    from experiments.reproduce_mini import build_parser
+
+    assert build_parser().parse_args([]).out == REPO / "runs" / "reproduce_mini"
+    assert "--out $(OUT)" in (REPO / "Makefile").read_text() and "OUT ?= runs/reproduce_mini" in \
+        (REPO / "Makefile").read_text()
