@@ -133,3 +133,19 @@ def test_unwritable_run_directory_is_one_line(tmp_path):
     cfg = compose(tiny_overrides(data, tmp_path / "runs"))
     with pytest.raises(PreflightError, match=r"run directory .*afile/run: .*afile is a file"):
         pipeline.run(cfg, tmp_path / "afile" / "run")
+
+
+def test_average_after_an_update_budget_inside_the_first_epoch(tmp_path, caplog):
+    import torch
+
+    from biogpt_train.pipeline.average import average
+
+    cfg = _pubmedqa(tmp_path / "data", tmp_path / "runs", **{"checkpoint.finetune_from": "null"})
+    save = tmp_path / "run" / "checkpoints"
+    save.mkdir(parents=True)
+    torch.save({"model": {"w": torch.ones(2)}, "train_state": {}}, save / "checkpoint_last.pt")
+    with caplog.at_level(logging.WARNING, logger="biogpt_train"):
+        average(cfg, tmp_path / "run")
+    assert "using checkpoint_last.pt alone" in caplog.text
+    out = torch.load(save / "checkpoint_avg.pt", weights_only=True)
+    assert out["model"]["w"].tolist() == [1.0, 1.0] and "train_state" not in out

@@ -36,6 +36,11 @@ def _available_epoch_checkpoints(save_dir: Path, n: int) -> list[Path]:
     from biogpt_train.checkpoint.training import EPOCH_RE, last_n_epoch_checkpoints, sorted_checkpoints
 
     have = len(sorted_checkpoints(save_dir, EPOCH_RE))
+    last = Path(save_dir) / "checkpoint_last.pt"
+    if have == 0 and last.exists():  # a max_update budget that ended inside the first epoch
+        logger.warning("average: no epoch checkpoint in %s (the run stopped before the end of an epoch); using "
+                       "checkpoint_last.pt alone", save_dir)
+        return [last]
     if 0 < have < n:
         logger.warning("average: only %d epoch checkpoint(s) in %s, fewer than checkpoint.average_last_epochs=%d; "
                        "averaging those %d", have, save_dir, n, have)
