@@ -195,3 +195,8 @@ def test_help_describes_this_program():
                          timeout=120).stdout
     assert out.startswith("python -m biogpt_train [+experiment=NAME]")
     assert "pubmedqa" in out and "trainer.max_update=N" in out and "Powered by Hydra" not in out
+
+
+def test_default_run_keeps_its_disk_use_small():
+    cfg = _compose()
+    assert cfg.checkpoint.keep_last_epochs == 1 and not cfg.checkpoint.save_optimizer_state_in_epoch_checkpoints
