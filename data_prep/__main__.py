@@ -7,11 +7,10 @@ fine-tuning tasks -> `data_prep.tasks.BUILDERS[name](raw_dir, out_dir, tokenizer
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -73,6 +72,7 @@ def _run_pubmed(cfg: DictConfig, raw_dir: Path, out_dir: Path) -> dict:
 def _run_task(cfg: DictConfig, raw_dir: Path, out_dir: Path) -> dict:
     from data_prep import pubmed
     from data_prep.tasks import BUILDERS
+    from data_prep.tasks.common import format_summary
 
     name = dataset_name(cfg)
     if cfg.bpe.learn:
@@ -81,7 +81,7 @@ def _run_task(cfg: DictConfig, raw_dir: Path, out_dir: Path) -> dict:
     dict_path, codes_path = pubmed.tokenizer_files(resolve_path(cfg.tokenizer_dir, fallback_to_repo=True))
     tokenizer = pubmed.load_tokenizer(dict_path, codes_path)
     summary = BUILDERS[name](raw_dir, out_dir, tokenizer, workers=int(cfg.workers), options=dataset_options(cfg))
-    print(json.dumps(summary, indent=1, default=str), flush=True)
+    print(format_summary(summary), flush=True)  # the full record is out_dir/manifest.json
     return summary
 
 
@@ -92,14 +92,25 @@ DATASETS: dict[str, Callable[[DictConfig, Path, Path], dict]] = {
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
+    from data_prep.checks import check_writable_dir
+
     name = dataset_name(cfg)
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
-    return DATASETS[name](cfg, resolve_path(cfg.raw_dir), resolve_path(cfg.out_dir))
+    out_dir = check_writable_dir(resolve_path(cfg.out_dir), "out_dir")  # before any input is read
+    return DATASETS[name](cfg, resolve_path(cfg.raw_dir), out_dir)
+
+
+def _log_to_files(message: str) -> None:
+    """Record an error in Hydra's out_dir/.hydra/data_prep.log only: the terminal gets it once, on stderr."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (message,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     from data_prep.pubmed import DataPrepError
     from data_prep.pubmed_xml import InputError
 
@@ -107,9 +118,33 @@ def main(cfg: DictConfig) -> None:
         run(cfg)
     except (DataPrepError, InputError, ValueError) as err:
         # A clear one-line error (file and record named in the message), no traceback for bad input.
-        log.error("%s", err)
+        _log_to_files(str(err))
         print(f"data_prep: error: {err}", file=sys.stderr, flush=True)
         sys.exit(1)
+
+
+def out_dir_override(argv: list[str]) -> Optional[str]:
+    """The plain ``out_dir=PATH`` of a command line (None for sweeps, interpolations or when absent)."""
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+") == "out_dir":
+            value = value.strip().strip("'\"")
+            return None if not value or any(c in value for c in ",${}") else value
+    return None
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Check that out_dir is writable before Hydra creates out_dir/.hydra in it (its traceback names no remedy)."""
+    from data_prep.checks import OutputPathError, check_writable_dir
+
+    out_dir = out_dir_override(sys.argv[1:] if argv is None else argv)
+    if out_dir is not None:
+        try:
+            check_writable_dir(resolve_path(out_dir), "out_dir")
+        except OutputPathError as err:
+            print(f"data_prep: error: {err}", file=sys.stderr, flush=True)
+            sys.exit(1)
+    hydra_main()
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 import numpy as np
 
 from data_prep.binarize import Encoder, chunked, write_chunks
+from data_prep.checks import check_writable_dir, parse_iso_date
 from data_prep.pubmed_xml import Article, Deletion, InputError, Malformed, iter_pubmed_xml
 from data_prep.text_corpus import iter_jsonl, iter_txt
 
@@ -48,7 +49,6 @@ log = logging.getLogger("data_prep.pubmed")
 
 FORMATS = {".xml": "pubmed_xml", ".jsonl": "jsonl", ".txt": "txt"}
 UNIT_VERSION = 1
-MAX_WARNINGS_PER_FILE = 10
 
 
 class DataPrepError(Exception):
@@ -78,8 +78,7 @@ class Options:
             raise ValueError(f"unknown pubmed dataset option(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
         opts = cls(**d)
         opts.jsonl_fields = tuple(opts.jsonl_fields)
-        if opts.revised_before is not None:
-            opts.revised_before = str(opts.revised_before)
+        opts.revised_before = parse_iso_date(opts.revised_before, "dataset.revised_before")
         if opts.format not in ("auto", *FORMATS.values()):
             raise ValueError(f"dataset.format={opts.format!r}; expected auto, pubmed_xml, jsonl or txt")
         if not 0.0 <= opts.valid_fraction < 1.0:
@@ -169,29 +168,36 @@ def document_text(article: Article) -> str:
 
 
 def iter_documents(path: Path, opts: Options, counts: Counter, deleted: list) -> Iterator[tuple[int, str]]:
-    """(key, text) for every kept item of one file; skips are counted in `counts` by reason, deletions collected."""
-    warned = 0
-    for rec in iter_records(path, opts):
-        if isinstance(rec, Deletion):
-            deleted.extend(rec.pmids)
-            counts["deletions_listed"] += len(rec.pmids)
-            continue
-        counts["read"] += 1
-        if isinstance(rec, Malformed):
-            counts["skipped_malformed"] += 1
-            if warned < MAX_WARNINGS_PER_FILE:
-                log.warning("%s: record %d skipped: %s", path, rec.record, rec.reason)
-                warned += 1
-            continue
-        if rec.abstract is None:
-            counts["skipped_no_abstract"] += 1
-        elif not rec.abstract:
-            counts["skipped_empty_abstract"] += 1
-        elif opts.revised_before and rec.revised and rec.revised >= opts.revised_before:
-            counts["skipped_revised_after_cutoff"] += 1
-        else:
-            counts["kept"] += 1
-            yield rec.pmid, document_text(rec)
+    """(key, text) for every kept item of one file; skips are counted in `counts` by reason, deletions collected.
+
+    Malformed records are reported once per file when it is done: how many, and the first one (not one line each).
+    """
+    malformed: list[Malformed] = []
+    try:
+        for rec in iter_records(path, opts):
+            if isinstance(rec, Deletion):
+                deleted.extend(rec.pmids)
+                counts["deletions_listed"] += len(rec.pmids)
+                continue
+            counts["read"] += 1
+            if isinstance(rec, Malformed):
+                counts["skipped_malformed"] += 1
+                malformed.append(rec)
+                continue
+            if rec.abstract is None:
+                counts["skipped_no_abstract"] += 1
+            elif not rec.abstract:
+                counts["skipped_empty_abstract"] += 1
+            elif opts.revised_before and rec.revised and rec.revised >= opts.revised_before:
+                counts["skipped_revised_after_cutoff"] += 1
+            else:
+                counts["kept"] += 1
+                yield rec.pmid, document_text(rec)
+    finally:
+        if malformed:
+            first = malformed[0]
+            log.warning("%s: %d malformed record(s) skipped (first: record %d: %s)", path, len(malformed),
+                        first.record, first.reason)
 
 
 # --- units ----------------------------------------------------------------------------------------------------------
@@ -301,8 +307,7 @@ def run_units(todo: list[Path], parts: Path, tokenizer, opts: Options, fingerpri
         return done, failures
     bar = _bar(progress and bool(todo), desc="encode", unit="doc")
 
-    def failed(path, err):
-        log.error("unit %s failed: %s", path.name, err)
+    def failed(path, err):  # listed once, in the DataPrepError raised by run()
         failures.append({"unit": path.name, "error": str(err)})
 
     if workers > 1 and len(todo) >= workers:
@@ -392,6 +397,10 @@ def merge_units(out_dir: Path, udirs: list[Path], opts: Options, vocab_size: int
     deleted = [np.load(d / "deleted.npy") for d in udirs]
     masks, stats = select_documents(keys, deleted, opts.dedup)
     kept_keys = np.concatenate([k[m] for k, m in zip(keys, masks)]) if keys else np.zeros(0, np.int64)
+    if len(kept_keys) == 0:
+        raise DataPrepError(f"no documents left to write to {out_dir}: all {sum(len(k) for k in keys)} kept "
+                            f"documents of {len(udirs)} unit(s) were superseded ({stats['superseded']}) or listed in "
+                            f"a DeleteCitation ({stats['deleted']}); nothing was written (check the input files)")
     valid_all = split_valid(kept_keys, opts.valid_fraction, opts.valid_min_docs, opts.split_seed)
     dtype = best_fitting_int_dtype(vocab_size)
     counts = {"train": [0, 0], "valid": [0, 0]}  # docs, tokens
@@ -518,7 +527,7 @@ def run(raw_dir, out_dir, *, tokenizer_dir=None, workers: int = 1, bpe: Optional
 
     t_start = time.perf_counter()
     opts, bpe_opts = Options.from_dict(options), BpeOptions.from_dict(bpe)
-    out_dir = Path(out_dir)
+    out_dir = check_writable_dir(out_dir, "out_dir")
     out_dir.mkdir(parents=True, exist_ok=True)
     parts = out_dir / "parts"
     parts.mkdir(exist_ok=True)
@@ -552,10 +561,11 @@ def run(raw_dir, out_dir, *, tokenizer_dir=None, workers: int = 1, bpe: Optional
     unit_seconds = time.perf_counter() - t_units
     summary.update(_unit_summary(done, unit_seconds, workers), units_selected=len(selected),
                    units_already_complete=skipped_units, units_failed=failures)
+    warn_unk(done, tokenizer)
     if failures:
         print_summary(summary)
-        raise DataPrepError(f"{len(failures)} unit(s) failed (the others are complete; fix these inputs and rerun): "
-                            + "; ".join(f"{f['unit']}: {f['error']}" for f in failures))
+        raise DataPrepError(f"{len(failures)} unit(s) failed (of {len(failures) + len(done)} run; the others are "
+                            "complete; fix these inputs and rerun): " + "; ".join(f"{f['unit']}: {f['error']}" for f in failures))
     if file_range is not None and not merge_only:
         log.info("file_range=%s done; run again with merge_only=true once every range has finished", file_range)
         print_summary(summary)
@@ -567,6 +577,7 @@ def run(raw_dir, out_dir, *, tokenizer_dir=None, workers: int = 1, bpe: Optional
                             f"(e.g. {missing[:5]}); run them first (without merge_only, or with their file_range)")
     udirs = [unit_dir(parts, p) for p in inputs]
     metas = [read_unit_meta(d) for d in udirs]
+    check_kept(metas, raw_dir, opts)  # before anything in out_dir is replaced
     # While the outputs are replaced there is no manifest and no index: a killed merge leaves nothing that looks
     # complete (the builders' .idx renames are the commit, the manifest comes last).
     for name in ("manifest.json", "train.idx", "valid.idx"):
@@ -594,6 +605,45 @@ def run(raw_dir, out_dir, *, tokenizer_dir=None, workers: int = 1, bpe: Optional
                    dictionary=dict_path)
     print_summary(summary)
     return summary
+
+
+_SKIP_REASONS = {  # unit counter -> what removed those records (for the "0 documents kept" error)
+    "skipped_revised_after_cutoff": "dataset.revised_before={cutoff}",
+    "skipped_no_abstract": "no abstract (always dropped)",
+    "skipped_empty_abstract": "empty abstract (always dropped)",
+    "skipped_malformed": "malformed records",
+}
+
+
+def check_kept(metas: list[dict], raw_dir, opts: Options) -> None:
+    """Refuse to merge when the units kept no document at all (an over-eager filter, or empty inputs)."""
+    counts: Counter = Counter()
+    for m in metas:
+        counts.update(m["counts"])
+    if counts["kept"]:
+        return
+    names = [m["input"]["name"] for m in metas]
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    if not counts["read"]:
+        why = "they hold no records (empty input)"
+    else:
+        why = "removed by " + ", ".join(f"{_SKIP_REASONS.get(k, k).format(cutoff=opts.revised_before)}: {v}"
+                                        for k, v in counts.most_common() if k.startswith("skipped_") and v)
+        why = f"{counts['read']} records read, {why}"
+    raise DataPrepError(f"0 documents kept from {len(metas)} input file(s) in {raw_dir} ({shown}): {why}; "
+                        "nothing was written (check the inputs and the dataset.* filters)")
+
+
+def warn_unk(metas: list[dict], tokenizer) -> None:
+    """One warning for all units whose <unk> share is too high (a mismatched dict.txt/bpecodes pair hits all)."""
+    high = []
+    for m in metas:
+        message = tokenizer.unk_warning(m["unk_tokens"], m["tokens"] - m["docs"], m["input"]["name"])
+        if message is not None:
+            high.append(message)
+    if high:
+        more = f" (and {len(high) - 1} more input file(s) like it)" if len(high) > 1 else ""
+        log.warning("%s%s", high[0], more)
 
 
 def _unit_summary(metas: list[dict], seconds: float, workers: int) -> dict:
@@ -632,6 +682,4 @@ def print_summary(s: Mapping[str, Any]) -> None:
         lines.append(f"  merged: train {m['train_docs']} docs / {m['train_tokens']} tokens, valid {m['valid_docs']} "
                      f"docs / {m['valid_tokens']} tokens; {m['superseded']} superseded, {m['deleted']} deleted "
                      f"-> {s['out_dir']}")
-    for f in s.get("units_failed", []):
-        lines.append(f"  FAILED {f['unit']}: {f['error']}")
-    print("\n".join(lines), flush=True)
+    print("\n".join(lines), flush=True)  # failed units: listed once, in the DataPrepError that follows

@@ -101,7 +101,7 @@ def test_fairseq_to_native_is_lossless(tmp_path, flavour):
     assert ck.load_dictionary(native).count[4:] == [1000 - i for i in range(len(WORDS))]
     # native files hold only plain containers and tensors: the safe loader reads them
     raw = torch.load(tmp_path / "native.pt", weights_only=True)
-    assert raw["format"] == "biogpt_train" and raw["format_version"] == 1
+    assert raw["format"] == "biogpt_train" and raw["format_version"] == 2 and raw["family"] == "biogpt"
     model_cfg = raw["cfg"] if flavour == "legacy_args" else raw["cfg"]["model"]
     assert model_cfg["decoder_layers"] == 2
 
@@ -230,13 +230,116 @@ def test_garbage_is_none_of_the_formats(tmp_path):
         ck.read_checkpoint(tmp_path / "missing.pt")
 
 
-def test_hf_export_without_bpecodes_is_a_clear_error(tmp_path, capsys):
-    write_fairseq(tmp_path / "ckpt" / "checkpoint.pt", random_model())
-    write_tokenizer_files(tmp_path / "ckpt")
-    (tmp_path / "ckpt" / "bpecodes").unlink()
-    assert convert_main([str(tmp_path / "ckpt" / "checkpoint.pt"), str(tmp_path / "hf")]) == 1
-    err = capsys.readouterr().err
-    assert "needs BPE codes" in err and "--bpecodes" in err
+def test_weights_without_a_tokenizer_convert_with_a_warning(tmp_path, caplog):
+    """A fairseq checkpoint.pt with nothing beside it, and an HF directory saved with save_pretrained only."""
+    model = random_model()
+    write_fairseq(tmp_path / "alone" / "checkpoint.pt", model)
+    assert convert_main([str(tmp_path / "alone" / "checkpoint.pt"), str(tmp_path / "hf")]) == 0
+    assert "weights and config.json only" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == ["config.json", "model.safetensors"]
+    hf = transformers.BioGptForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    tokens = torch.tensor([[2, 5, 9, 11, 4]])
+    assert torch.allclose(hf(tokens).logits, model(tokens), atol=1e-5)
+    # ... and back: HF (no vocab.json) -> native, weights only
+    assert convert_main([str(tmp_path / "hf"), str(tmp_path / "n.pt")]) == 0
+    loaded = ck.read_checkpoint(tmp_path / "n.pt")
+    assert loaded.dictionary_symbols is None and not loaded.tokenizer_files
+    assert torch.equal(ck.build_model(loaded)(tokens), model(tokens))
+    # --dict/--bpecodes add the tokenizer
+    d, codes = write_tokenizer_files(tmp_path / "tok")
+    assert convert_main([str(tmp_path / "alone" / "checkpoint.pt"), str(tmp_path / "hf2"), "--dict", str(d),
+                         "--bpecodes", str(codes)]) == 0
+    assert (tmp_path / "hf2" / "merges.txt").read_bytes() == codes.read_bytes()
+
+
+def test_hf_vocab_shorter_than_the_embedding_loads_with_named_rows(tmp_path, caplog):
+    """Fine-tuned hub models (BioGPT-Large-PubMedQA) keep the learned prompt rows out of vocab.json."""
+    d, codes = write_tokenizer_files(tmp_path / "tok")
+    n_learned = 3
+    cfg = ModelConfig(**{**CFG.__dict__, "vocab_size": CFG.vocab_size + n_learned})
+    model = random_model(cfg)
+    ck.export_hf(model, Dictionary.load(d).symbols + [f"learned{i}" for i in range(1, n_learned + 1)], codes,
+                 tmp_path / "hf")
+    vocab = json.loads((tmp_path / "hf" / "vocab.json").read_text())
+    short = {k: v for k, v in vocab.items() if v < CFG.vocab_size}
+    (tmp_path / "hf" / "vocab.json").write_text(json.dumps(short))
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["learned_prompt"] == n_learned
+    hf = transformers.BioGptForCausalLM.from_pretrained(tmp_path / "hf").eval()  # transformers loads it
+    tokens = torch.tensor([[2, 5, 9, CFG.vocab_size + 1]])
+    ours = ck.load_pretrained(tmp_path / "hf")
+    assert torch.allclose(ours(tokens), hf(tokens).logits, atol=1e-5)
+    loaded = ck.read_checkpoint(tmp_path / "hf")
+    assert loaded.dictionary_symbols[-n_learned:] == ["learned1", "learned2", "learned3"]
+    assert "naming the extra rows learned1..learned3" in caplog.text
+    # without the config's say-so the rows get fairseq's placeholder names
+    del config["learned_prompt"]
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
+    assert ck.read_checkpoint(tmp_path / "hf").dictionary_symbols[-1] == "madeupword0002"
+    assert convert_main([str(tmp_path / "hf"), str(tmp_path / "n.pt")]) == 0  # convert works too
+
+
+def test_native_checkpoints_carry_the_bpe_codes_and_round_trip_hf_byte_for_byte(tmp_path):
+    d, codes = write_tokenizer_files(tmp_path / "tok")
+    model = random_model()
+    ck.export_hf(model, d, codes, tmp_path / "hf")
+    vocab_bytes = b'{"<s>": 0, ' + (tmp_path / "hf" / "vocab.json").read_bytes()[len(b'{\n"<s>": 0,\n'):]
+    (tmp_path / "hf" / "vocab.json").write_bytes(vocab_bytes)  # a hub file formatted differently from ours
+    assert convert_main([str(tmp_path / "hf"), str(tmp_path / "n.pt")]) == 0
+    assert set(ck.read_checkpoint(tmp_path / "n.pt").tokenizer_files) == {"vocab.json", "merges.txt"}
+    (tmp_path / "elsewhere").mkdir()
+    moved = tmp_path / "elsewhere" / "n.pt"
+    (tmp_path / "n.pt").rename(moved)  # nothing beside it: native -> HF needs no extra files
+    assert convert_main([str(moved), str(tmp_path / "hf2")]) == 0
+    for name in ("vocab.json", "merges.txt"):
+        assert (tmp_path / "hf2" / name).read_bytes() == (tmp_path / "hf" / name).read_bytes(), name
+    tok = transformers.BioGptTokenizer.from_pretrained(tmp_path / "hf2")
+    assert tok.convert_tokens_to_ids("protein</w>") == Dictionary.load(d).index("protein")
+
+
+def test_llama_and_encoder_checkpoints_load_and_convert(tmp_path):
+    """load_pretrained / convert detect the family from config.json (HF) or the native file."""
+    from biogpt_train.checkpoint.hf_encoder import save_hf_encoder
+    from biogpt_train.checkpoint.hf_llama import save_hf_llama
+    from biogpt_train.models import build_model, family_of
+    from biogpt_train.models.presets import get_preset
+
+    torch.manual_seed(0)
+    llama = build_model("llama", get_preset("llama_tiny", vocab_size=50)).eval()
+    save_hf_llama(llama, tmp_path / "llama")
+    enc = build_model("electra", get_preset("electra_tiny", vocab_size=60), head="qa").eval()
+    save_hf_encoder(enc, tmp_path / "enc")
+    tokens = torch.tensor([[1, 5, 9, 11]])
+    for name, ref in (("llama", llama), ("enc", enc)):
+        ours = ck.load_pretrained(tmp_path / name)
+        assert family_of(ours) == family_of(ref) and type(ours) is type(ref)
+        out, want = ours(tokens), ref(tokens)
+        for a, b in zip(out if isinstance(out, tuple) else [out], want if isinstance(want, tuple) else [want]):
+            assert torch.equal(a, b)
+        assert convert_main([str(tmp_path / name), str(tmp_path / f"{name}.pt")]) == 0
+        native = ck.read_checkpoint(tmp_path / f"{name}.pt")
+        assert native.family == family_of(ref) and native.source_format == "native"
+        assert convert_main([str(tmp_path / f"{name}.pt"), str(tmp_path / f"{name}_hf")]) == 0
+        again = ck.load_pretrained(tmp_path / f"{name}_hf")
+        for k, v in ref.state_dict().items():
+            assert torch.equal(again.state_dict()[k], v), k
+    hf = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "llama_hf").eval()
+    assert torch.allclose(hf(tokens).logits, llama(tokens), atol=1e-5)
+    hf = transformers.ElectraForQuestionAnswering.from_pretrained(tmp_path / "enc_hf").eval()
+    assert torch.allclose(hf(tokens).start_logits, enc(tokens)[0], atol=1e-5)
+
+
+def test_config_that_does_not_match_the_weights_names_the_tensor(tmp_path):
+    from biogpt_train.checkpoint.hf_llama import save_hf_llama
+    from biogpt_train.models import build_model
+    from biogpt_train.models.presets import get_preset
+
+    save_hf_llama(build_model("llama", get_preset("llama_tiny", vocab_size=50)), tmp_path / "llama")
+    config = json.loads((tmp_path / "llama" / "config.json").read_text())
+    config["intermediate_size"] += 8
+    (tmp_path / "llama" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"mlp\.\w+_proj\.weight.*shape"):
+        ck.load_pretrained(tmp_path / "llama")
 
 
 def test_hf_vocab_rules_and_inverse():

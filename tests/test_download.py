@@ -225,3 +225,128 @@ def test_parse_md5_formats():
     assert dl.parse_md5(f"{h.upper()}  pubmed25n0001.xml.gz\n", "x") == h
     with pytest.raises(dl.DownloadError, match="no MD5"):
         dl.parse_md5("nothing here", "pubmed25n0001.xml.gz")
+
+
+# --------------------------------------------------------------------------------- released checkpoints (.tgz)
+
+def _tgz(path: Path, members: dict[str, bytes]) -> bytes:
+    """A gzipped tar holding `members` (name -> bytes); returns its bytes."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    path.write_bytes(buf.getvalue())
+    return buf.getvalue()
+
+
+CKPT = {"Pre-trained-BioGPT/checkpoint.pt": b"\x80fake-weights" * 50_000, "Pre-trained-BioGPT/dict.txt": b"a 1\n"}
+
+
+def test_checkpoint_archive_resumes_verifies_and_unpacks_atomically(server, tmp_path):
+    data = _tgz(server.local_root / "Pre-trained-BioGPT.tgz", CKPT)
+    dest = tmp_path / "checkpoints"
+    base = f"{server.url}/local/"
+    server.truncate_once["/local/Pre-trained-BioGPT.tgz"] = len(data) // 2
+    with pytest.raises(dl.DownloadError, match="Pre-trained-BioGPT.tgz"):
+        dl.download("Pre-trained-BioGPT", dest, base, retries=0)
+    assert not (dest / "Pre-trained-BioGPT").exists()  # nothing under the final name until complete
+    assert (dest / "Pre-trained-BioGPT.tgz.part").stat().st_size == len(data) // 2
+    [path] = dl.download("Pre-trained-BioGPT", dest, base, retries=0)  # resumes with Range
+    assert server.requests[-1] == ("/local/Pre-trained-BioGPT.tgz", f"bytes={len(data) // 2}-", 206)
+    assert path == dest / "Pre-trained-BioGPT"
+    assert (path / "checkpoint.pt").read_bytes() == CKPT["Pre-trained-BioGPT/checkpoint.pt"]
+    assert sorted(p.name for p in dest.iterdir()) == ["Pre-trained-BioGPT", "Pre-trained-BioGPT.tgz.sha256"]
+    sidecar = (dest / "Pre-trained-BioGPT.tgz.sha256").read_text()
+    assert sidecar == f"{hashlib.sha256(data).hexdigest()}  Pre-trained-BioGPT.tgz\n"  # no published checksum
+    n = len(server.requests)
+    assert dl.download("Pre-trained-BioGPT", dest, base) == [path] and len(server.requests) == n  # present
+    # the server's archive changes: the recorded sha256 refuses it, and nothing is unpacked
+    import shutil
+
+    shutil.rmtree(path)
+    _tgz(server.local_root / "Pre-trained-BioGPT.tgz", {"Pre-trained-BioGPT/checkpoint.pt": b"other"})
+    with pytest.raises(dl.DownloadError, match=r"recorded in .*Pre-trained-BioGPT\.tgz\.sha256 at the first"):
+        dl.download("Pre-trained-BioGPT", dest, base, retries=0)
+    assert not path.exists() and not list(dest.glob(".*tmp*")) and not list(dest.glob("*.part"))
+
+
+def test_archive_layouts_and_unsafe_members(server, tmp_path):
+    dest = tmp_path / "ckpt"
+    _tgz(server.local_root / "DC-HoC-BioGPT.tgz", {"checkpoint_last.pt": b"w", "dict.txt": b"d"})  # loose files
+    [path] = dl.download("DC-HoC-BioGPT", dest, f"{server.url}/local/", retries=0, keep_archive=True)
+    assert sorted(p.name for p in path.iterdir()) == ["checkpoint_last.pt", "dict.txt"]
+    assert (dest / "DC-HoC-BioGPT.tgz").is_file()  # --keep-archive
+    _tgz(server.local_root / "RE-DDI-BioGPT.tgz", {"RE-DDI-BioGPT/../../evil.pt": b"x"})
+    with pytest.raises(dl.DownloadError, match=r"RE-DDI-BioGPT\.tgz: cannot unpack it"):
+        dl.download("RE-DDI-BioGPT", dest, f"{server.url}/local/", retries=0)
+    assert not (dest / "RE-DDI-BioGPT").exists() and not (tmp_path / "evil.pt").exists()
+    assert not list(dest.glob(".RE-DDI-BioGPT.tmp-*"))
+    import tarfile  # the same refusal on Pythons without tarfile's "data" filter
+
+    with tarfile.open(server.local_root / "RE-DDI-BioGPT.tgz") as tar, pytest.raises(tarfile.TarError, match="evil"):
+        list(dl._safe_members(tar))
+
+
+def test_checkpoint_sources_follow_biogpt_readme():
+    from biogpt_train.config.schema import REPO_ROOT
+
+    names = ["Pre-trained-BioGPT", "Pre-trained-BioGPT-Large", "QA-PubMedQA-BioGPT", "QA-PubMedQA-BioGPT-Large",
+             "RE-BC5CDR-BioGPT", "RE-DDI-BioGPT", "RE-DTI-BioGPT", "DC-HoC-BioGPT"]
+    assert list(dl.CHECKPOINTS) == names
+    for name in names:
+        src = dl.SOURCES[name]
+        assert src.archive and [f.name for f in src.files] == [f"{name}.tgz"]
+        # the default destination is what paths.pretrained (${paths.root}/checkpoints) points at
+        assert Path(src.dest) == Path(REPO_ROOT) / "checkpoints"
+    spec = dl.SOURCES["Pre-trained-BioGPT"].files[0]
+    assert dl._url(dl.CHECKPOINTS_URL, spec, True) == (
+        "https://msralaphilly2.blob.core.windows.net/release/BioGPT/checkpoints/Pre-trained-BioGPT.tgz?sp=r&"
+        "st=2023-11-13T15:37:35Z&se=2099-12-30T23:37:35Z&spr=https&sv=2022-11-02&sr=b&"
+        "sig=3CcG1TOhqJPBhkVutvVn3PtUq0vPyLBgwggUfojypfY%3D")
+    assert dl._url("http://mirror/x/", spec, False) == "http://mirror/x/Pre-trained-BioGPT.tgz"  # no SAS token
+    from biogpt_train.config.schema import PathsConfig
+
+    assert PathsConfig().pretrained == "${paths.root}/checkpoints"
+
+
+# ------------------------------------------------------------------------------------------ Hugging Face Hub
+
+def test_hub_id_goes_through_snapshot_download(tmp_path, monkeypatch):
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    calls = []
+
+    def fake_snapshot_download(repo_id, revision=None, local_dir=None, **kw):
+        calls.append((repo_id, revision, local_dir))
+        Path(local_dir).mkdir(parents=True)
+        (Path(local_dir) / "config.json").write_text("{}")
+        return local_dir
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    [path] = dl.download("microsoft/biogpt", tmp_path / "ckpt", revision="main")
+    assert path == tmp_path / "ckpt" / "biogpt" and (path / "config.json").is_file()
+    assert calls == [("microsoft/biogpt", "main", str(tmp_path / "ckpt" / "biogpt"))]
+
+
+def test_hub_offline_and_missing_client_are_one_line(tmp_path, monkeypatch, capsys):
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def offline(**kw):
+        raise LocalEntryNotFoundError("Cannot find the requested files in the disk cache and outgoing traffic "
+                                      "has been disabled.\nTo enable ...")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    assert dl.main(["microsoft/biogpt", "--dest", str(tmp_path), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"download: error: microsoft/biogpt -> {tmp_path / 'biogpt'}: the "
+                                               "Hub cannot be reached (offline")
+    monkeypatch.setitem(__import__("sys").modules, "huggingface_hub", None)  # not installed
+    with pytest.raises(dl.DownloadError, match="huggingface_hub is not installed"):
+        dl.download("microsoft/biogpt", tmp_path)
+    with pytest.raises(SystemExit):
+        dl.main(["no_such_source"])

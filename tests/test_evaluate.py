@@ -269,7 +269,10 @@ def test_relation_extraction_gold_rules(tmp_path):
     (raw / "test_inputs.json").write_text("{}")
     cfg = make_cfg("kd_dti", data, tmp_path)
     spec = get_task("kd_dti")
-    assert evaluate.resolve_gold(cfg, spec, "valid", ["D1"], out, restrict=True).path == raw / "dev.json"
+    (raw / "dev.json").write_text('{"D1": {"triples": []}, "D2": {"triples": []}}')
+    g = evaluate.resolve_gold(cfg, spec, "valid", ["D1"], out, restrict=True)
+    assert g.source == raw / "dev.json" and g.restricted  # only the decoded documents: the scorer needs them all
+    assert json.loads(g.path.read_text()) == {"D1": {"triples": []}}
     (raw / "valid.json").write_text("{}")
     assert evaluate.resolve_gold(cfg, spec, "valid", ["D1"], out, restrict=False).path == raw / "valid.json"
     with pytest.raises(FileNotFoundError, match="test.json"):

@@ -301,9 +301,12 @@ def test_load_tokenizer_beside_hf_directory_and_stored_dictionary(tiny, tmp_path
     alone = tmp_path / "alone"
     alone.mkdir()
     save_native(alone / "ckpt.pt", model, tok.dictionary)  # no dict.txt beside: the stored dictionary
-    with pytest.raises(CheckpointError, match="no bpecodes or merges.txt beside it; pass --bpecodes"):
+    with pytest.raises(FileNotFoundError, match="no tokenizer found"):
         _load_tokenizer(alone / "ckpt.pt")
     assert _load_tokenizer(alone / "ckpt.pt", bpecodes=d / "bpecodes").encode(text) == tok.encode(text)
+    # a native checkpoint that carries its BPE codes needs nothing beside it
+    save_native(alone / "full.pt", model, tok.dictionary, tokenizer_files={"bpecodes": (d / "bpecodes").read_bytes()})
+    assert _load_tokenizer(alone / "full.pt").encode(text) == tok.encode(text)
 
 
 def test_cli_errors_are_one_line(tiny, tmp_path, capsys):

@@ -88,19 +88,21 @@ BC5CDR_LINES = [
     f"src {P9} the relation between lc and pain exists.",
     # greedy split at the last " and ": chemical "x and y", disease "pain" -> FP (doc has no gold relation)
     f"src {P9} the relation between x and y and pain exists.",
-    # document absent from gold: dropped
-    f"src {P9} the relation between aspirin and hypotension exists.",
 ]
 
 
 def test_bc5cdr_hand_computed(tmp_path):
     gold = write(tmp_path / "gold.PubTator", GOLD_PUBTATOR)
-    r = score("bc5cdr", BC5CDR_LINES, gold, pmids=["100", "200", "300", "999"], entities=ENTITIES)
+    r = score("bc5cdr", BC5CDR_LINES, gold, pmids=["100", "200", "300"], entities=ENTITIES)
     assert (r["tp"], r["fp"], r["fn"]) == (1, 4, 2)
     assert r["precision"] == pytest.approx(20.0)
     assert r["recall"] == pytest.approx(100 / 3)
     assert r["f1"] == pytest.approx(25.0)
-    assert r["unmapped_pairs"] == 2 and r["pred_docs_not_in_gold"] == 1 and r["failed_lines"] == 0
+    assert r["unmapped_pairs"] == 2 and r["unpredicted_docs"] == 0 and r["failed_lines"] == 0
+    # a line for a document absent from the gold file: the original drops it silently; here it is an error
+    extra = BC5CDR_LINES + [f"src {P9} the relation between aspirin and hypotension exists."]
+    with pytest.raises(ValueError, match=r"1 of the 4 ids in pmids=<list> are not documents of .*gold\.PubTator"):
+        score("bc5cdr", extra, gold, pmids=["100", "200", "300", "999"], entities=ENTITIES)
 
 
 def test_bc5cdr_split_on_semicolon_and_greedy_and():
@@ -124,14 +126,14 @@ def test_bc5cdr_nan_rules_and_empty_lines(tmp_path):
     assert r["precision"] is None and r["recall"] == 0 and r["f1"] is None  # Java: NaN, 0, NaN
     # TP = 0, FP > 0: precision 0, F NaN
     r = score("bc5cdr", [f"src {P9} the relation between lc and pain exists."], gold, pmids=["200"],
-              entities=ENTITIES)
-    assert (r["tp"], r["fp"]) == (0, 1) and r["precision"] == 0 and r["f1"] is None
+              entities=ENTITIES, allow_missing=True)  # document 100 unpredicted: its 2 relations are FN
+    assert (r["tp"], r["fp"], r["fn"]) == (0, 1, 3) and r["precision"] == 0 and r["f1"] is None
     assert json.loads(json.dumps(r))["f1"] is None
 
 
 def test_bc5cdr_more_lines_than_pmids_is_an_error(tmp_path):
     gold = write(tmp_path / "gold.PubTator", GOLD_PUBTATOR)
-    with pytest.raises(ValueError, match="2 prediction lines but only 1 PMIDs"):
+    with pytest.raises(ValueError, match="2 prediction lines in pred=<list> but 1 ids in pmids=<list>"):
         score("bc5cdr", ["a", "b"], gold, pmids=["100"], entities=ENTITIES)
     with pytest.raises(ValueError, match="needs pmids"):
         score("bc5cdr", ["a"], gold, entities=ENTITIES)
@@ -148,7 +150,7 @@ def test_bc5cdr_crlf_equals_lf(tmp_path):
     crlf = write(tmp_path / "crlf.PubTator", GOLD_PUBTATOR, "\r\n")
     pred_lf = write(tmp_path / "pred_lf.txt", "\n".join(BC5CDR_LINES) + "\n")
     pred_crlf = write(tmp_path / "pred_crlf.txt", "\n".join(BC5CDR_LINES) + "\n", "\r\n")
-    pmids = write(tmp_path / "p.pmid", "100\n200\n300\n999\n", "\r\n")
+    pmids = write(tmp_path / "p.pmid", "100\n200\n300\n", "\r\n")
     assert read_pubtator(lf) == read_pubtator(crlf)
     a = score("bc5cdr", str(pred_lf), lf, pmids=str(pmids), entities=ENTITIES)
     b = score("bc5cdr", str(pred_crlf), crlf, pmids=str(pmids), entities=ENTITIES)
@@ -178,11 +180,9 @@ def test_hard_match_hand_computed(tmp_path):
                              ("aspirin", "cox 3", "inhibitor")) + ".",
         f"src {P9} garbage.",  # failed: P 0, R 0, F 0
         f"src {P9} nothing either.",  # d3: empty pred and empty gold: P = R = int(set() == set()) = 1
-        f"src {P9} " + relis(("x", "y", "agonist")) + ".",  # id absent from gold: skipped
-        f"src {P9} " + relis(("x", "y", "agonist")) + ".",  # extra line: ignored (zip)
     ]
-    r = score("kd_dti", lines, gold, pmids=["d1", "d2", "d3", "zzz"])
-    assert r["docs"] == 3 and r["missing"] == 1 and r["failed_lines"] == 2
+    r = score("kd_dti", lines, gold, pmids=["d1", "d2", "d3"])
+    assert r["docs"] == 3 and r["unpredicted_docs"] == 0 and r["failed_lines"] == 2
     assert r["precision"] == pytest.approx(100 * 5 / 9)
     assert r["recall"] == pytest.approx(100 * 2 / 3)
     assert r["f1"] == pytest.approx(60.0)  # mean of per-document F1 (0.8, 0, 1), below both P and R
@@ -204,8 +204,60 @@ def test_hard_match_default_pmids_follow_rebuild_data(tmp_path):
 def test_hard_match_no_aligned_document_is_an_error(tmp_path):
     gold = tmp_path / "gold.json"
     gold.write_text(json.dumps(HM_GOLD))
-    with pytest.raises(ValueError, match="no prediction line lines up"):
+    with pytest.raises(ValueError, match=r"1 of the 1 ids in pmids=<list> are not documents of .*gold\.json"):
         score("kd_dti", ["x"], gold, pmids=["nope"])
+    with pytest.raises(ValueError, match="no prediction line lines up"):  # the evaluator itself still refuses
+        evaluate([[]], ["nope"], HM_GOLD)
+
+
+@pytest.mark.parametrize("task", ["kd_dti", "ddi"])
+def test_hard_match_fewer_lines_than_gold_documents_is_refused(task, tmp_path):
+    """A truncated prediction file used to score 100 on the decoded subset with rc 0 (zip)."""
+    gold = tmp_path / "gold.json"
+    gold.write_text(json.dumps(HM_GOLD))
+    pred = tmp_path / "pred.detok"
+    pred.write_text(f"src {P9} " + relis(("aspirin", "cox-1 (ptgs1)", "inhibitor"), ("aspirin", "cox 2", "inhibitor"))
+                    + ".\n")
+    # without ids: line i is the i-th gold document with triples (d1, d2)
+    with pytest.raises(ValueError, match=rf"{task}: 1 prediction lines in .*pred\.detok but 2 gold documents in "
+                                         r".*gold\.json; 1 have no prediction \(e\.g\. \['d2'\]\).*allow_missing=true"):
+        score(task, pred, gold)
+    with pytest.raises(ValueError, match="1 have no prediction"):  # with ids too
+        score(task, pred, gold, pmids=["d1"])
+    r = score(task, pred, gold, allow_missing=True)  # d2 scored as an empty prediction
+    assert r["unpredicted_docs"] == 1 and r["docs"] == 2
+    assert r["precision"] == pytest.approx(50.0) and r["recall"] == pytest.approx(50.0)
+    assert r["units"]["values"] == [1.0, 0]
+    # extra lines are always an error, allow_missing or not
+    with pytest.raises(ValueError, match=r"3 prediction lines in pred=<list> but 2 gold documents"):
+        score(task, ["a", "b", "c"], gold, allow_missing=True)
+    with pytest.raises(ValueError, match=r"2 prediction lines in pred=<list> but 1 ids"):
+        score(task, ["a", "b"], gold, pmids=["d1"], allow_missing=True)
+    with pytest.raises(ValueError, match=r"appear more than once in pmids=<list>"):
+        score(task, ["a", "b"], gold, pmids=["d1", "d1"], allow_missing=True)
+
+
+def test_bc5cdr_fewer_lines_than_gold_documents_is_refused(tmp_path):
+    gold = write(tmp_path / "gold.PubTator", GOLD_PUBTATOR)
+    pmids = write(tmp_path / "test.pmid", "100\n")
+    line = f"src {P9} the relation between aspirin and hypertension exists; the relation between aspirin and " \
+           "hypotension exists."
+    # document 300 has no CID relation: it need not be predicted; 200 has one
+    with pytest.raises(ValueError, match=r"bc5cdr: 1 prediction lines in pred=<list> but 2 gold documents "
+                                         r"in .*gold\.PubTator; 1 have no prediction \(e\.g\. \['200'\]\)"):
+        score("bc5cdr", [line], gold, pmids=str(pmids), entities=ENTITIES)
+    r = score("bc5cdr", [line], gold, pmids=str(pmids), entities=ENTITIES, allow_missing=True)
+    assert (r["tp"], r["fp"], r["fn"], r["unpredicted_docs"]) == (2, 0, 1, 1)
+    assert r["recall"] == pytest.approx(200 / 3)
+    r = score("bc5cdr", [line, "x"], gold, pmids=["100", "200"], entities=ENTITIES)
+    assert r["unpredicted_docs"] == 0 and r["recall"] == pytest.approx(200 / 3)
+
+
+def test_allow_missing_is_refused_where_every_answer_is_needed(tmp_path):
+    gold = tmp_path / "truth.json"
+    gold.write_text(json.dumps({"1": "yes"}))
+    with pytest.raises(ValueError, match=r"takes no option\(s\) \['allow_missing'\]"):
+        score("pubmedqa", ["x"], gold, allow_missing=True)
 
 
 def test_precision_and_recall_take_their_max_over_variants_separately():
@@ -355,7 +407,7 @@ def _micro(units):
 
 def test_units_recompute_the_headline_metric(tmp_path):
     gold = write(tmp_path / "gold.PubTator", GOLD_PUBTATOR)
-    r = score("bc5cdr", BC5CDR_LINES, gold, pmids=["100", "200", "300", "999"], entities=ENTITIES)
+    r = score("bc5cdr", BC5CDR_LINES, gold, pmids=["100", "200", "300"], entities=ENTITIES)
     assert r["units"]["kind"] == "micro_f1" and len(r["units"]["tp"]) == 3  # one entry per gold document
     assert (sum(r["units"]["tp"]), sum(r["units"]["fp"]), sum(r["units"]["fn"])) == (1, 4, 2)
     assert _micro(r["units"]) == pytest.approx(r["f1"])

@@ -66,3 +66,25 @@ def test_cli_usage_errors(tmp_path):
     proc = run("task=hoc", "pred=x", "gold=y", "format=svo")
     assert proc.returncode == 2 and "format= applies to kd_dti and ddi only" in proc.stderr
     assert run("--help").returncode == 0
+
+
+def test_cli_refuses_fewer_lines_than_gold_documents(tmp_path):
+    """ddi with 1 line for 2 gold documents used to print F1 100 with rc 0."""
+    gold = tmp_path / "test.json"
+    triple = [{"drug": "a", "target": "b", "interaction": "agonist"}]
+    gold.write_text(json.dumps({"7": {"triples": triple}, "8": {"triples": triple}}))
+    pred = tmp_path / "out.detok"
+    pred.write_text(f"src {P9} the interaction between a and b is agonist.\n")
+    proc = run("task=ddi", f"pred={pred}", f"gold={gold}")
+    assert proc.returncode == 1 and proc.stdout == ""
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "1 prediction lines in" in err[0] and "but 2 gold documents in" in err[0]
+    assert str(pred) in err[0] and str(gold) in err[0] and "allow_missing=true" in err[0]
+    proc = run("task=ddi", f"pred={pred}", f"gold={gold}", "allow_missing=true")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["recall"] == 50.0 and result["unpredicted_docs"] == 1
+    proc = run("task=pubmedqa", f"pred={pred}", f"gold={gold}", "allow_missing=true")
+    assert proc.returncode == 2 and "allow_missing= applies to bc5cdr, kd_dti and ddi" in proc.stderr
+    proc = run("task=ddi", f"pred={pred}", f"gold={gold}", "allow_missing=maybe")
+    assert proc.returncode == 2 and "expected true or false" in proc.stderr

@@ -217,6 +217,27 @@ def test_tiny_tokenizer_and_pickle(tmp_path, capfd):
         tok.apply_bpe("the")
 
 
+def test_unk_rate_and_mismatch_warning(tmp_path, caplog):
+    import numpy as np
+
+    d = _write(tmp_path / "dict.txt", "t@@ 6\nh 5\ne 4\nthe 3\n. 2\n")
+    codes = _write(tmp_path / "codes", "t h 9\nth e</w> 8\n")
+    tok = Tokenizer.from_files(d, codes)
+    good = tok.encode_batch(["the the.", "the"])
+    assert tok.unk_count(good) == (0, 4) and tok.unk_rate(good) == 0.0 and tok.unk_rate([]) == 0.0
+    bad = tok.encode_batch(["dog cat the", "fish"])  # pieces absent from the dictionary -> <unk> (3)
+    assert tok.unk_count(bad) == (9, 11) and tok.unk_rate(bad) == 9 / 11  # d@@ o@@ g c@@ a@@ t the f@@ i@@ s@@ h
+    assert tok.unk_rate(np.array([3, 3, 7, 7])) == 0.5 and tok.unk_rate([3, 7]) == 0.5
+    assert tok.unk_warning(5, 100, "x") is None  # 5% is tolerated, more is not
+    msg = tok.unk_warning(6, 100, "train.x")
+    assert msg.startswith("train.x: 6 of 100 tokens (6.0%) encode to <unk> with ") and str(d) in msg
+    assert str(codes) in msg and "mismatched" in msg and "\n" not in msg
+    with caplog.at_level("WARNING"):
+        assert tok.check_unk(bad, "valid.json") == 9 / 11
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["valid.json"]
+    assert pickle.loads(pickle.dumps(tok)).dict_path == d
+
+
 def test_bpe_memo_equals_plain_fastbpe(monkeypatch):
     tok = Tokenizer.from_files(*[require_shared("tokenizer", "BioGPT", f) for f in ("dict.txt", "bpecodes")])
     lines = ["  hello   world ", "a\tb c", "x\ny", "", " ", "ab\u2028cd e\u00a0f", "hello", "antihypertensive"]

@@ -1,10 +1,12 @@
-"""Convert between checkpoint formats.
+"""Convert between checkpoint formats, for every model family.
 
     python -m biogpt_train.convert SRC DST [--to native|hf] [--dict PATH] [--bpecodes PATH]
 
-SRC: fairseq checkpoint.pt, HF directory or native .pt (auto-detected). DST: a native .pt file or an HF
-directory (default: native when DST ends in .pt, else hf). Without --dict / --bpecodes the dictionary stored
-in SRC (native, HF vocab.json) or dict.txt beside SRC is used, and bpecodes / merges.txt beside SRC.
+SRC: fairseq checkpoint.pt, an HF directory (BioGPT, Llama, ELECTRA/BERT) or a native .pt (auto-detected).
+DST: a native .pt file or an HF directory (default: native when DST ends in .pt, else hf). The tokenizer travels
+with the weights: BioGPT's dictionary (stored in SRC, --dict, or dict.txt beside SRC) and BPE codes (stored in a
+native SRC, --bpecodes, or bpecodes/merges.txt beside SRC); tokenizer.model (Llama) and vocab.txt (encoders) from
+SRC. Weights without a tokenizer convert too, with a warning that none was included.
 """
 
 from __future__ import annotations
@@ -33,33 +35,54 @@ def find_bpecodes(src: Path) -> Path | None:
     return None
 
 
+def _describe(loaded, model) -> str:
+    c = loaded.model_config
+    return (f"read {loaded.source_format} {loaded.family} checkpoint {loaded.path}: {c.layers} layers, "
+            f"d={c.embed_dim}, {c.heads} heads, vocab {c.vocab_size}, "
+            f"{sum(p.numel() for p in model.parameters()):,} parameters")
+
+
 def convert(src, dst, to: str | None = None, dict_path=None, bpecodes=None) -> str:
     """Do the conversion; return a one-paragraph description of what was done."""
     src, dst = Path(src), Path(dst)
     to = to or ("native" if dst.suffix == ".pt" else "hf")
+    if to not in ("native", "hf"):
+        raise ValueError(f"--to must be native or hf, not {to!r}")
     loaded = read_checkpoint(src)
-    dictionary = load_dictionary(loaded, dict_path)
     model = build_model(loaded)
-    cfg = loaded.model_config
-    origin = dict_path or (f"stored in {src}" if loaded.dictionary_symbols is not None else f"beside {src}")
-    what = (f"read {loaded.source_format} checkpoint {src}: {cfg.layers} layers, d={cfg.embed_dim}, "
-            f"{cfg.heads} heads, vocab {cfg.vocab_size}, {model.num_parameters():,} parameters; "
-            f"dictionary of {len(dictionary)} symbols ({origin})")
-    learned = learned_prompt_count(loaded.cfg)
-    if learned and dictionary[len(dictionary) - 1] == f"learned{learned}":
-        what += f", the last {learned} being the learned prompt tokens learned1..learned{learned}"
+    what = _describe(loaded, model)
+    files = dict(loaded.tokenizer_files or {})
+    dictionary = None
+    if loaded.family == "biogpt":
+        try:
+            dictionary = load_dictionary(loaded, dict_path)
+        except CheckpointError as e:
+            if dict_path is not None or "no dictionary inside" not in str(e):
+                raise
+        if dictionary is None:
+            what += "; no dictionary (none stored, none beside it, no --dict): weights and config only"
+        else:
+            origin = dict_path or (f"stored in {src}" if loaded.dictionary_symbols is not None else f"beside {src}")
+            what += f"; dictionary of {len(dictionary)} symbols ({origin})"
+            learned = learned_prompt_count(loaded.cfg)
+            if learned and dictionary[len(dictionary) - 1] == f"learned{learned}":
+                what += f", the last {learned} being the learned prompt tokens learned1..learned{learned}"
+        codes = Path(bpecodes) if bpecodes else (None if "bpecodes" in files or "merges.txt" in files
+                                                 else find_bpecodes(src))
+        if bpecodes and not codes.is_file():
+            raise CheckpointError(f"--bpecodes {bpecodes}: no such file")
+        if codes is not None:
+            files["bpecodes"] = codes.read_bytes()
+    elif dict_path or bpecodes:
+        raise CheckpointError(f"--dict/--bpecodes apply to BioGPT checkpoints; {src} is a {loaded.family} model")
+    if not files:
+        what += "; no tokenizer files"
     if to == "native":
         cfg_out = loaded.cfg if loaded.source_format != "hf" else None
-        save_native(dst, model, dictionary, cfg=cfg_out)
-        return what + f"\nwrote native checkpoint {dst}"
-    if to == "hf":
-        bpecodes = Path(bpecodes) if bpecodes else find_bpecodes(src)
-        if bpecodes is None:
-            raise CheckpointError(f"HF export needs BPE codes for merges.txt: none found beside {src} "
-                                  f"(looked for bpecodes, merges.txt); pass --bpecodes PATH")
-        export_hf(model, dictionary, bpecodes, dst)
-        return what + f"\nwrote HF directory {dst} (merges.txt from {bpecodes})"
-    raise ValueError(f"--to must be native or hf, not {to!r}")
+        save_native(dst, model, dictionary, cfg=cfg_out, tokenizer_files=files)
+        return what + f"\nwrote native checkpoint {dst}" + (" (with " + ", ".join(sorted(files)) + ")" if files else "")
+    export_hf(model, dictionary, None, dst, tokenizer_files=files)
+    return what + f"\nwrote HF directory {dst}"
 
 
 def main(argv=None) -> int:

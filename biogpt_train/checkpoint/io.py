@@ -1,19 +1,25 @@
-"""Read and write model checkpoints: fairseq `checkpoint.pt`, Hugging Face directories, native `.pt` files.
+"""Read and write model checkpoints of every family: fairseq `checkpoint.pt` (BioGPT), Hugging Face directories
+(BioGPT, Llama, ELECTRA/BERT), native `.pt` files.
 
 Formats (reference §2):
 - fairseq: `torch.save({"cfg" (or legacy "args"), "model": {decoder.* tensors}, ...})`. No dictionary inside;
   fine-tuned checkpoints have extra embedding rows for learned1..N (§2.5).
 - HF: a directory with `config.json` and `model.safetensors` (or `pytorch_model.bin`), keys `biogpt.*` plus
   `output_projection.weight`; `vocab.json` / `merges.txt` are derived from `dict.txt` / `bpecodes` (§2.4).
-- native: `{"format": "biogpt_train", "format_version": 1, "model_config", "model", "dictionary", "cfg", ...}`
-  (docs/ARCHITECTURE.md).
+- native: `{"format": "biogpt_train", "format_version": 2, "family", "model_config", "model", "dictionary",
+  "tokenizer_files", "cfg", ...}` (docs/ARCHITECTURE.md). Version 2 adds `family` and `tokenizer_files` (name ->
+  bytes: `bpecodes`, `tokenizer.model` or `vocab.txt`, plus an HF directory's `vocab.json`/`merges.txt`), so a
+  native checkpoint carries its tokenizer; version 1 files (BioGPT, no tokenizer files) still load.
+- Llama and ELECTRA/BERT HF directories are read with checkpoint/hf_llama.py and checkpoint/hf_encoder.py; their
+  parameter names are transformers' own, which are also ours.
 
-Everything is normalised to fairseq's `decoder.*` key layout, which is also our model's parameter names.
+BioGPT weights are normalised to fairseq's `decoder.*` key layout, which is also our BioGPT model's names.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 from dataclasses import asdict, dataclass, fields
@@ -26,7 +32,14 @@ from biogpt_train.models.biogpt import ModelConfig, TransformerLM
 from biogpt_train.distributed.parallelize import unwrap
 from biogpt_train.utils import atomic_path, atomic_write
 
-NATIVE_FORMAT, NATIVE_VERSION = "biogpt_train", 1
+logger = logging.getLogger("biogpt_train")
+
+NATIVE_FORMAT, NATIVE_VERSION = "biogpt_train", 2
+NATIVE_KEYS = ("format", "format_version", "family", "model_config", "model", "dictionary",
+               "tokenizer_files", "head", "num_labels", "cfg")
+READABLE_VERSIONS = (1, 2)
+# fairseq names the rows it adds to pad a dictionary "madeupwordNNNN"; we name unexplained extra rows the same way
+PLACEHOLDER = "madeupword{:04d}"
 SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
 EMBED, OUT, VERSION = "decoder.embed_tokens.weight", "decoder.output_projection.weight", "decoder.version"
 
@@ -37,13 +50,17 @@ class CheckpointError(ValueError):
 
 @dataclass
 class Loaded:
-    model_config: ModelConfig
-    state_dict: dict  # decoder.* keys, incl. decoder.version and the tied decoder.output_projection.weight
-    dictionary_symbols: list | None
+    model_config: Any  # the family's config dataclass (BioGPT: ModelConfig)
+    state_dict: dict  # BioGPT: decoder.* keys, incl. decoder.version and the tied output projection
+    dictionary_symbols: list | None  # BioGPT's dict symbols (ids = positions), when the checkpoint has them
     cfg: Any | None
     source_format: str  # "fairseq" | "hf" | "native"
     path: str = ""
     extra: dict | None = None  # native: everything besides the model (e.g. train_state); fairseq: other keys
+    family: str = "biogpt"
+    tokenizer_files: dict | None = None  # name -> bytes (bpecodes, vocab.json, merges.txt, tokenizer.model, vocab.txt)
+    head: str | None = None  # encoders: qa | rtd | mlm | cls
+    num_labels: int | None = None  # encoders with a cls head
 
 
 # --- small helpers -------------------------------------------------------------------------------------------
@@ -316,24 +333,74 @@ def _read_hf_dir(path: Path) -> Loaded:
     if (path / "vocab.json").exists():
         symbols = symbols_from_hf_vocab(json.loads((path / "vocab.json").read_text(encoding="utf-8")),
                                         path / "vocab.json")
-    return Loaded(model_config, _normalise(sd, model_config, path), symbols, config, "hf", str(path))
+        symbols = name_extra_rows(symbols, model_config.vocab_size, int(config.get("learned_prompt") or 0),
+                                  path / "vocab.json")
+    files = {name: (path / name).read_bytes() for name in ("vocab.json", "merges.txt") if (path / name).is_file()}
+    return Loaded(model_config, _normalise(sd, model_config, path), symbols, config, "hf", str(path),
+                  tokenizer_files=files or None)
+
+
+def name_extra_rows(symbols: list, rows: int, learned: int, where) -> list:
+    """A vocabulary shorter than the embedding (fine-tuned hub models: the learned prompt rows are not in
+    vocab.json) is completed as transformers loads it, with names: `learned1..N` when the checkpoint says it has N
+    learned prompt tokens (config.json `learned_prompt`), otherwise fairseq's placeholder `madeupwordNNNN`."""
+    extra = rows - len(symbols)
+    if extra <= 0:
+        return symbols
+    if learned == extra:
+        names = [f"learned{i}" for i in range(1, extra + 1)]
+    else:
+        names = [PLACEHOLDER.format(i) for i in range(extra)]
+    logger.warning("%s has %d entries but the embedding has %d rows; naming the extra rows %s..%s", where,
+                   len(symbols), rows, names[0], names[-1])
+    return list(symbols) + names
 
 
 def _read_native(obj: dict, path: Path) -> Loaded:
-    if obj.get("format_version") != NATIVE_VERSION:
+    from biogpt_train.models import get_family
+
+    if obj.get("format_version") not in READABLE_VERSIONS:
         raise CheckpointError(f"{path}: native format_version {obj.get('format_version')!r}; "
-                              f"this code reads version {NATIVE_VERSION}")
+                              f"this code reads versions {READABLE_VERSIONS}")
     if not isinstance(obj.get("model_config"), Mapping) or not isinstance(obj.get("model"), Mapping):
         raise CheckpointError(f"{path}: native checkpoint without 'model_config' / 'model'")
+    family = obj.get("family", "biogpt")
+    config_cls = get_family(family).config
     mc = dict(obj["model_config"])
-    unknown = set(mc) - {f.name for f in fields(ModelConfig)}
+    unknown = set(mc) - {f.name for f in fields(config_cls)}
     if unknown:
-        raise CheckpointError(f"{path}: unknown model_config fields: {_list(unknown)}")
-    model_config = ModelConfig(**mc)
-    extra = {k: v for k, v in obj.items()
-             if k not in ("format", "format_version", "model_config", "model", "dictionary", "cfg")}
-    return Loaded(model_config, _normalise(obj["model"], model_config, path), obj.get("dictionary"),
-                  obj.get("cfg"), "native", str(path), extra)
+        raise CheckpointError(f"{path}: unknown model_config fields for the {family} family: {_list(unknown)}")
+    model_config = config_cls(**mc)
+    sd = _normalise(obj["model"], model_config, path) if family == "biogpt" else dict(obj["model"])
+    extra = {k: v for k, v in obj.items() if k not in NATIVE_KEYS}
+    return Loaded(model_config, sd, obj.get("dictionary"), obj.get("cfg"), "native", str(path), extra, family,
+                  obj.get("tokenizer_files"), obj.get("head"), obj.get("num_labels"))
+
+
+def _read_hf_llama(path: Path) -> Loaded:
+    from biogpt_train.checkpoint import hf_llama
+
+    config = hf_llama.read_hf_llama_config(path)
+    sd = {}
+    for _, shard in hf_llama.iter_hf_state_dict(path):
+        sd.update({k: v for k, v in shard.items() if not k.endswith(hf_llama.IGNORED_SUFFIXES)})
+    files = {name: (path / name).read_bytes() for name in ("tokenizer.model",) if (path / name).is_file()}
+    raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    return Loaded(config, sd, None, raw, "hf", str(path), family="llama", tokenizer_files=files or None)
+
+
+def _read_hf_encoder(path: Path) -> Loaded:
+    from biogpt_train.checkpoint import hf_encoder
+
+    info = hf_encoder.read_hf_encoder_config(path)
+    if info.head is None:
+        raise CheckpointError(f"{path}/config.json: architectures {info.raw.get('architectures')} name no "
+                              "supported encoder head (QuestionAnswering, PreTraining, MaskedLM, SequenceClassification)")
+    if (path / "vocab.txt").is_file():
+        hf_encoder.check_vocab(path / "vocab.txt", info.config.vocab_size)
+    files = {name: (path / name).read_bytes() for name in ("vocab.txt",) if (path / name).is_file()}
+    return Loaded(info.config, hf_encoder.read_state_dict(path), None, info.raw, "hf", str(path), family="electra",
+                  tokenizer_files=files or None, head=info.head, num_labels=info.num_labels)
 
 
 def _read_fairseq(obj: dict, path: Path) -> Loaded:
@@ -347,6 +414,16 @@ def _read_fairseq(obj: dict, path: Path) -> Loaded:
     model_config = fairseq_model_config(model_cfg, sd)
     extra = {k: v for k, v in obj.items() if k not in ("cfg", "args", "model")}
     return Loaded(model_config, _normalise(sd, model_config, path), None, cfg, "fairseq", str(path), extra)
+
+
+def hf_model_type(path: Path) -> str:
+    try:
+        return str(json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type", "biogpt"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}/config.json: not valid JSON ({e})") from e
+
+
+HF_READERS = {"biogpt": _read_hf_dir, "llama": _read_hf_llama, "electra": _read_hf_encoder, "bert": _read_hf_encoder}
 
 
 def detect_format(path) -> str:
@@ -365,7 +442,11 @@ def read_checkpoint(path) -> Loaded:
     """Read any supported checkpoint into decoder.* tensors + ModelConfig (+ dictionary symbols when stored)."""
     path = Path(path)
     if detect_format(path) == "hf":
-        return _read_hf_dir(path)
+        model_type = hf_model_type(path)
+        if model_type not in HF_READERS:
+            raise CheckpointError(f"{path}/config.json: model_type {model_type!r} is none of the supported families' "
+                                  f"({', '.join(HF_READERS)})")
+        return HF_READERS[model_type](path)
     obj = _torch_load(path)
     if isinstance(obj, dict) and obj.get("format") == NATIVE_FORMAT:
         return _read_native(obj, path)
@@ -380,12 +461,48 @@ def read_checkpoint(path) -> Loaded:
     )
 
 
-def build_model(loaded: Loaded) -> TransformerLM:
-    """TransformerLM with the loaded weights (fp32, CPU, eval). Built on the meta device: no wasted init."""
+def _check_tensors(model, sd: Mapping, path) -> None:
+    """Every tensor present with the model's shape: one line naming the first offending tensor."""
+    expected = model.state_dict()
+    missing, unknown = sorted(set(expected) - set(sd)), sorted(set(sd) - set(expected))
+    if missing or unknown:
+        raise CheckpointError(f"{path}: tensors do not fit {type(model).__name__} "
+                              f"(missing: {_list(missing, 5) or 'none'}; unexpected: {_list(unknown, 5) or 'none'})")
+    for k, v in sd.items():
+        if tuple(v.shape) != tuple(expected[k].shape):
+            raise CheckpointError(f"{path}: tensor {k} has shape {tuple(v.shape)} in the checkpoint but "
+                                  f"{tuple(expected[k].shape)} in the model its config describes")
+
+
+def build_model(loaded: Loaded):
+    """The family's model with the loaded weights (fp32, CPU, eval). Built on the meta device and filled with
+    `assign=True`: no wasted init, and no second copy of the weights (a 7B model fits once in memory)."""
+    from biogpt_train.models import build_model as new_model
+
+    if loaded.family == "biogpt":
+        with torch.device("meta"):
+            model = TransformerLM(loaded.model_config)
+        model.load_state_dict(loaded.state_dict, strict=True, assign=True)
+        model.decoder.output_projection.weight = model.decoder.embed_tokens.weight  # assign=True broke the tie
+        return model.float().eval()
+    head = {}
+    if loaded.family == "electra":
+        head = {"head": loaded.head or "qa", "num_labels": loaded.num_labels}
     with torch.device("meta"):
-        model = TransformerLM(loaded.model_config)
-    model.load_state_dict(loaded.state_dict, strict=True, assign=True)
-    model.decoder.output_projection.weight = model.decoder.embed_tokens.weight  # assign=True broke the tie
+        model = new_model(loaded.family, loaded.model_config, **head)
+    sd = dict(loaded.state_dict)
+    if loaded.family == "electra":
+        from biogpt_train.checkpoint.hf_encoder import _adapt_state_dict
+
+        sd = _adapt_state_dict(model, sd, str(loaded.path), same_head=True)
+    if loaded.family == "llama" and loaded.model_config.tie_embeddings:
+        sd.setdefault("lm_head.weight", sd.get("model.embed_tokens.weight"))
+    _check_tensors(model, sd, loaded.path)
+    model.load_state_dict(sd, strict=True, assign=True)
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()  # assign=True gave a tied head its own Parameter
+    if loaded.family == "llama" and loaded.model_config.tie_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
     return model.float().eval()
 
 
@@ -413,12 +530,18 @@ def load_dictionary(loaded: Loaded, dict_path=None):
     return d
 
 
-def load_pretrained(path, dictionary=None) -> TransformerLM:
-    """fairseq checkpoint.pt | HF directory | native .pt -> TransformerLM in eval mode on CPU.
+def load_pretrained(path, dictionary=None):
+    """Any checkpoint of any family -> the model in eval mode on CPU (fp32).
 
-    `dictionary` (Dictionary, symbol list or dict.txt path), when given, must match the embedding rows.
+    fairseq checkpoint.pt, native .pt (any family), or an HF directory: BioGPT (BioGptForCausalLM), Llama
+    (LlamaForCausalLM), ELECTRA/BERT (QA, pre-training, masked-LM or classification head, from `architectures`).
+    `dictionary` (BioGPT: Dictionary, symbol list or dict.txt path), when given, must match the embedding rows.
     """
     loaded = read_checkpoint(path)
+    if loaded.family != "biogpt":
+        if dictionary is not None:
+            raise CheckpointError(f"{path}: dictionary= applies to BioGPT checkpoints; this is a {loaded.family} model")
+        return build_model(loaded)
     if dictionary is not None:
         dict_path = dictionary if isinstance(dictionary, (str, os.PathLike)) else None
         check_vocab(loaded.model_config, dictionary, dict_path, path)
@@ -428,29 +551,51 @@ def load_pretrained(path, dictionary=None) -> TransformerLM:
 
 
 # --- writing -------------------------------------------------------------------------------------------------
-def _cpu_state_dict(model: TransformerLM) -> dict:
-    sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    sd[OUT] = sd[EMBED]  # keep the tie (one tensor in the file)
+def model_state_dict(model) -> dict:
+    """CPU tensors of a plain model; BioGPT keeps its tied projection as one tensor under both fairseq names."""
+    sd = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
+    if EMBED in sd:
+        sd[OUT] = sd[EMBED]
     return sd
 
 
-def save_native(path, model, dictionary, cfg=None, extra=None) -> Path:
-    """Atomically write a native checkpoint; `extra` adds top-level entries such as `train_state`."""
+def native_dict(model, model_state: dict, dictionary=None, cfg=None, tokenizer_files: dict | None = None) -> dict:
+    """The native checkpoint's contents (the one place that lays them out; training checkpoints add train_state).
+
+    `dictionary`: BioGPT's Dictionary (symbols + counts), or None for families whose vocabulary is the tokenizer
+    file in `tokenizer_files` (tokenizer.model, vocab.txt)."""
+    from biogpt_train.models import family_of
+
     model = unwrap(model)
+    family = family_of(model)
+    config = model.cfg if family != "electra" else model.config
     symbols = _symbols(dictionary)
-    if symbols is not None:
-        check_vocab(model.cfg, symbols, None, path)
+    if symbols is not None and family == "biogpt":
+        check_vocab(config, symbols, None, "<model>")
     obj = {
         "format": NATIVE_FORMAT,
         "format_version": NATIVE_VERSION,
-        "model_config": asdict(model.cfg),
-        "model": _cpu_state_dict(model),
+        "family": family,
+        "model_config": asdict(config),
+        "model": model_state,
         "dictionary": symbols,
+        "tokenizer_files": dict(tokenizer_files) if tokenizer_files else None,
         "cfg": _cfg_to_plain(cfg),
     }
     counts = getattr(dictionary, "count", None)
     if counts is not None:
         obj["dictionary_counts"] = list(counts)
+    if family == "electra":
+        from biogpt_train.checkpoint.hf_encoder import _head_of
+
+        obj["head"] = _head_of(model)
+        obj["num_labels"] = getattr(model, "num_labels", None)
+    return obj
+
+
+def save_native(path, model, dictionary=None, cfg=None, extra=None, tokenizer_files: dict | None = None) -> Path:
+    """Atomically write a native checkpoint; `extra` adds top-level entries such as `train_state`."""
+    obj = native_dict(model, model_state_dict(model), dictionary, cfg, tokenizer_files)
     for k, v in (extra or {}).items():
         if k in obj:
             raise ValueError(f"save_native: extra key {k!r} collides with a reserved key")
@@ -487,29 +632,48 @@ def hf_config(cfg: ModelConfig) -> dict:
     }
 
 
-def export_hf(model, dictionary, bpecodes, out_dir) -> Path:
-    """Write an HF directory that BioGptForCausalLM / BioGptTokenizer.from_pretrained load offline.
+def export_hf(model, dictionary=None, bpecodes=None, out_dir=None, tokenizer_files: dict | None = None) -> Path:
+    """Write an HF directory that transformers' `from_pretrained` loads offline, for any family.
 
-    Files are written one by one atomically; model.safetensors stores the tied projection once (HF re-ties it).
-    """
-    model = unwrap(model)
-    out = Path(out_dir)
-    if bpecodes is None or not Path(bpecodes).is_file():
-        raise CheckpointError(f"HF export needs the BPE codes (bpecodes / merges.txt) for merges.txt; got {bpecodes}")
+    BioGPT: model.safetensors (tied projection once), config.json, and with a dictionary and BPE codes (`bpecodes`
+    or `tokenizer_files["merges.txt"/"bpecodes"]`) vocab.json/merges.txt for BioGptTokenizer — an HF directory read
+    earlier gets its own vocab.json bytes back. Llama: config.json + safetensors (+ tokenizer.model). ELECTRA/BERT:
+    config.json + weights (+ vocab.txt). Without tokenizer files only weights and config are written (a warning
+    says so): the directory then loads as a model, not as a tokenizer."""
+    from biogpt_train.models import family_of
+
+    model, out, files = unwrap(model), Path(out_dir), dict(tokenizer_files or {})
+    family = family_of(model)
+    if family != "biogpt":
+        return _export_hf_other(model, family, out, files)
     symbols = _symbols(dictionary)
-    if symbols is None:
-        raise CheckpointError("HF export needs the dictionary for vocab.json")
-    check_vocab(model.cfg, symbols, dictionary if isinstance(dictionary, (str, os.PathLike)) else None, "<model>")
-    vocab = hf_vocab(symbols)
+    merges = Path(bpecodes).read_bytes() if bpecodes else files.get("merges.txt", files.get("bpecodes"))
+    if bpecodes is not None and not Path(bpecodes).is_file():
+        raise CheckpointError(f"HF export: BPE codes file {bpecodes} not found")
+    if symbols is not None:
+        check_vocab(model.cfg, symbols, dictionary if isinstance(dictionary, (str, os.PathLike)) else None, "<model>")
     from safetensors.torch import save_file
 
     out.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.contiguous() for k, v in fairseq_to_hf_keys(_cpu_state_dict(model)).items()}
+    tensors = {k: v.contiguous() for k, v in fairseq_to_hf_keys(model_state_dict(model)).items()}
     with atomic_path(out / "model.safetensors") as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt"})
-    atomic_write(out / "config.json", json.dumps(hf_config(model.cfg), indent=2) + "\n")
-    atomic_write(out / "vocab.json", json.dumps(vocab, ensure_ascii=False, indent=0) + "\n")
-    merges = Path(bpecodes).read_bytes()
+    config = hf_config(model.cfg)
+    learned = _trailing_learned(symbols)
+    if learned:
+        config["learned_prompt"] = learned  # read back by name_extra_rows when vocab.json lacks those rows
+    atomic_write(out / "config.json", json.dumps(config, indent=2) + "\n")
+    if symbols is None or merges is None:
+        logger.warning("%s: no %s given, so the export has weights and config.json only (no vocab.json/merges.txt); "
+                       "pass the dictionary and BPE codes (--dict/--bpecodes) to include the tokenizer", out,
+                       "dictionary" if symbols is None else "BPE codes")
+        return out
+    vocab = hf_vocab(symbols)
+    stored = files.get("vocab.json")
+    if stored is not None and json.loads(stored) == vocab:
+        atomic_write(out / "vocab.json", stored)  # byte for byte what was read
+    else:
+        atomic_write(out / "vocab.json", json.dumps(vocab, ensure_ascii=False, indent=0) + "\n")
     if merges and not merges.endswith(b"\n"):
         merges += b"\n"  # BioGptTokenizer drops the text after the last newline
     atomic_write(out / "merges.txt", merges)
@@ -518,4 +682,35 @@ def export_hf(model, dictionary, bpecodes, out_dir) -> Path:
     atomic_write(out / "special_tokens_map.json", json.dumps(specials, indent=2) + "\n")
     tok_cfg = {"tokenizer_class": "BioGptTokenizer", "model_max_length": model.cfg.max_positions, **specials}
     atomic_write(out / "tokenizer_config.json", json.dumps(tok_cfg, indent=2) + "\n")
+    return out
+
+
+def _trailing_learned(symbols) -> int:
+    """N when the symbols end with learned1..learnedN (BioGPT's learned prompt tokens), else 0."""
+    import re
+
+    m = re.fullmatch(r"learned(\d+)", symbols[-1]) if symbols else None
+    n = int(m.group(1)) if m else 0
+    return n if 0 < n <= len(symbols) and list(symbols[-n:]) == [f"learned{i}" for i in range(1, n + 1)] else 0
+
+
+def _export_hf_other(model, family: str, out: Path, files: dict) -> Path:
+    import tempfile
+
+    name = {"llama": "tokenizer.model", "electra": "vocab.txt"}[family]
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = None
+        if name in files:
+            tok = Path(tmp) / name
+            tok.write_bytes(files[name])
+        else:
+            logger.warning("%s: no %s given, so the export has weights and config.json only", out, name)
+        if family == "llama":
+            from biogpt_train.checkpoint.hf_llama import save_hf_llama
+
+            save_hf_llama(model, out, tokenizer_model=tok, overwrite=True)
+        else:
+            from biogpt_train.checkpoint.hf_encoder import save_hf_encoder
+
+            save_hf_encoder(model, out, vocab_file=tok)
     return out

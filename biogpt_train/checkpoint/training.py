@@ -20,7 +20,6 @@ import os
 import random
 import re
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
@@ -34,7 +33,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from biogpt_train.checkpoint.io import EMBED, NATIVE_FORMAT, NATIVE_VERSION, OUT
+from biogpt_train.checkpoint.io import EMBED, NATIVE_FORMAT, OUT, native_dict
 from biogpt_train.utils import atomic_path
 
 EPOCH_RE = re.compile(r"checkpoint(\d+)\.pt$")
@@ -78,17 +77,11 @@ def model_state_dict(model: torch.nn.Module) -> dict:
     return sd
 
 
-def build_checkpoint(model, optimizer, model_config, dictionary, cfg: dict | None, train_state: dict | None) -> dict:
-    """The checkpoint dict (collective: every rank must call it; only rank 0's result is complete)."""
-    obj = {
-        "format": NATIVE_FORMAT,
-        "format_version": NATIVE_VERSION,
-        "model_config": asdict(model_config),
-        "model": model_state_dict(model),
-        "dictionary": list(dictionary.symbols),
-        "dictionary_counts": list(dictionary.count),
-        "cfg": cfg,
-    }
+def build_checkpoint(model, optimizer, dictionary, cfg: dict | None, train_state: dict | None,
+                     tokenizer_files: dict | None = None) -> dict:
+    """The checkpoint dict (collective: every rank must call it; only rank 0's result is complete). The layout is
+    checkpoint.io.native_dict's, the one writer of the native format, plus `train_state`."""
+    obj = native_dict(model, model_state_dict(model), dictionary, cfg, tokenizer_files)
     if train_state is not None:
         train_state = dict(train_state)
         train_state["optimizer"] = get_optimizer_state_dict(model, optimizer, options=_FULL)

@@ -82,3 +82,13 @@ def make_iterator(cfg, dataset, split: str, info, epoch: int = 1, max_positions:
                            skip_invalid=dc.skip_invalid_size_inputs_valid_test)
     return EpochBatchIterator(batches, dataset=dataset, seed=cfg.seed, num_shards=info.world_size,
                               shard_id=info.rank, epoch=epoch, disable_shuffling=not train)
+
+
+TOKENIZER_FILES = ("bpecodes", "tokenizer.model", "vocab.txt")
+
+
+def tokenizer_files(cfg) -> dict:
+    """The tokenizer files of the prepared data (BPE codes, SentencePiece model, WordPiece vocab), as bytes, so a
+    checkpoint carries what it needs to encode text (dict.txt goes in as the checkpoint's dictionary)."""
+    root = data_dirs(cfg)[0]
+    return {name: (root / name).read_bytes() for name in TOKENIZER_FILES if (root / name).is_file()}

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from biogpt_train.data.dictionary import Dictionary
 from biogpt_train.utils import atomic_write
@@ -22,6 +23,10 @@ from biogpt_train.utils import atomic_write
 PathLike = Union[str, os.PathLike]
 
 SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
+
+# Above this share of <unk> among encoded tokens the dict.txt / bpecodes pair is almost surely mismatched
+# (BioGPT's own pair gives ~0% on PubMed text; codes whose pieces are absent from the dict give most of it).
+UNK_WARN_RATE = 0.05
 
 
 def read_bpecodes(path: PathLike) -> List[Tuple[str, str, int]]:
@@ -115,12 +120,15 @@ class Tokenizer:
         self.dictionary = dictionary
         self.bpecodes = Path(bpecodes)
         self.lang = lang
+        self.dict_path = None  # the dict.txt it came from, when known (for messages; set by from_files)
         read_bpecodes(self.bpecodes)  # fastBPE would exit/segfault on a bad file
         self._init_backends()
 
     @classmethod
     def from_files(cls, dict_txt: PathLike, bpecodes: PathLike, lang: str = "en") -> "Tokenizer":
-        return cls(Dictionary.load(dict_txt), bpecodes, lang=lang)
+        tok = cls(Dictionary.load(dict_txt), bpecodes, lang=lang)
+        tok.dict_path = Path(dict_txt)
+        return tok
 
     def _init_backends(self) -> None:
         import fastBPE
@@ -133,10 +141,11 @@ class Tokenizer:
         self._word_bpe: Dict[str, str] = {}
 
     def __getstate__(self):
-        return {"dictionary": self.dictionary, "bpecodes": self.bpecodes, "lang": self.lang}
+        return {"dictionary": self.dictionary, "bpecodes": self.bpecodes, "lang": self.lang,
+                "dict_path": self.dict_path}
 
     def __setstate__(self, state):
-        self.__dict__.update(state)
+        self.__dict__.update({"dict_path": None, **state})
         self._init_backends()
 
     # ---- text -> ids ---------------------------------------------------------------------------------------
@@ -213,6 +222,48 @@ class Tokenizer:
         # BioGPT reads every sequence after a leading </s> (fairseq's eos-first convention); the log-likelihood
         # harness puts this id before the context
         return self.dictionary.eos()
+
+    # ---- <unk> check ---------------------------------------------------------------------------------------
+    def unk_count(self, ids) -> tuple[int, int]:
+        """(number of <unk>, number of ids) in ``ids``: one id sequence or a batch of them (lists, tuples or
+        numpy/torch arrays). Cheap: one pass, no decoding."""
+        import numpy as np
+
+        if hasattr(ids, "numpy") and callable(ids.numpy):  # torch tensors, without importing torch
+            ids = ids.detach().cpu().numpy()
+        unk = self.dictionary.unk_index
+        if isinstance(ids, np.ndarray):
+            return int(np.count_nonzero(ids == unk)), int(ids.size)
+        ids = list(ids)
+        if ids and not isinstance(ids[0], (int, np.integer)):  # a batch
+            pairs = [self.unk_count(seq) for seq in ids]
+            return sum(p[0] for p in pairs), sum(p[1] for p in pairs)
+        return ids.count(unk), len(ids)
+
+    def unk_rate(self, ids) -> float:
+        """Share of ``<unk>`` among ``ids`` (see ``unk_count``); 0.0 when there are none."""
+        unk, total = self.unk_count(ids)
+        return unk / total if total else 0.0
+
+    def unk_warning(self, unk: int, total: int, where: str, threshold: float = UNK_WARN_RATE) -> Optional[str]:
+        """One line for a log when more than ``threshold`` of ``total`` tokens are ``<unk>`` (else None).
+
+        ``where`` names what was encoded (a file, a split). A high rate nearly always means the dict.txt and
+        bpecodes come from different vocabularies, and the model would see (and decode) mostly ``<unk>``."""
+        if total <= 0 or unk / total <= threshold:
+            return None
+        dict_name = self.dict_path if self.dict_path is not None else "the dictionary"
+        return (f"{where}: {unk} of {total} tokens ({100.0 * unk / total:.1f}%) encode to <unk> with {dict_name} "
+                f"and {self.bpecodes}: the dict.txt/bpecodes pair is probably mismatched; use the two files of one "
+                "vocabulary (e.g. both from assets/BioGPT, or both from one bpe.learn=true output)")
+
+    def check_unk(self, ids, where: str, logger=None, threshold: float = UNK_WARN_RATE) -> float:
+        """``unk_rate(ids)``; logs ``unk_warning`` (once, on ``logger`` or this module's) when it is too high."""
+        unk, total = self.unk_count(ids)
+        message = self.unk_warning(unk, total, where, threshold)
+        if message is not None:
+            (logger or logging.getLogger(__name__)).warning("%s", message)
+        return unk / total if total else 0.0
 
 
 @functools.lru_cache(maxsize=None)

@@ -22,12 +22,12 @@ DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 def _load_tokenizer(path, dict_path=None, bpecodes=None):
-    """The BioGPT Tokenizer that goes with a checkpoint.
+    """The tokenizer that goes with a checkpoint: `biogpt_train.load_tokenizer`, or for BioGPT an explicit
+    dict.txt / bpecodes pair (`--dict`, `--bpecodes`)."""
+    from biogpt_train.data.tokenizers import load_tokenizer
 
-    HF directory: vocab.json (-> the fairseq symbols) and merges.txt (the BPE codes). File: ``dict_path``, else
-    dict.txt / dict.x.txt beside it, else the dictionary stored in the checkpoint; ``bpecodes``, else bpecodes /
-    merges.txt beside it.
-    """
+    if dict_path is None and bpecodes is None:
+        return load_tokenizer(path)
     from biogpt_train.checkpoint import io as checkpoints
     from biogpt_train.data.dictionary import Dictionary
     from biogpt_train.data.tokenizer import Tokenizer
@@ -40,15 +40,6 @@ def _load_tokenizer(path, dict_path=None, bpecodes=None):
             raise checkpoints.CheckpointError(f"{path}: no bpecodes or merges.txt beside it; pass --bpecodes")
     if dict_path is not None:
         return Tokenizer(Dictionary.load(dict_path), bpecodes)
-    if path.is_dir():
-        vocab = folder / "vocab.json"
-        if not vocab.is_file():
-            raise checkpoints.CheckpointError(f"{path}: HF directory without vocab.json; pass --dict")
-        symbols = checkpoints.symbols_from_hf_vocab(json.loads(vocab.read_text(encoding="utf-8")), vocab)
-        return Tokenizer(checkpoints.dictionary_from_symbols(symbols), bpecodes)
-    beside = next((folder / n for n in ("dict.txt", "dict.x.txt") if (folder / n).is_file()), None)
-    if beside is not None:
-        return Tokenizer(Dictionary.load(beside), bpecodes)
     return Tokenizer(checkpoints.load_dictionary(checkpoints.read_checkpoint(path)), bpecodes)
 
 

@@ -447,8 +447,10 @@ def _restrict(spec: TaskSpec, gold: Gold, split: str, pmids: list[str], out_dir:
         lines = [line for line in _read_lines(gold.path) if line.strip()][: len(pmids)]
         path = out_dir / f"{split}.gold.tsv"
         _write_lines(path, lines)
-    else:  # biogpt_json: the scorer only visits the decoded documents anyway
-        return gold
+    else:  # biogpt_json: the scorer refuses gold documents without a line, so keep only the decoded ones
+        docs = json.loads(gold.path.read_text(encoding="utf-8"))
+        path = out_dir / f"{split}.gold.json"
+        atomic_write(path, json.dumps({k: v for k, v in docs.items() if k in keep}, indent=1) + "\n")
     return Gold(path, gold.how + " (restricted to the decoded documents)", gold.path, True)
 
 

@@ -36,6 +36,17 @@ def missing_data(cfg: DictConfig) -> list[str]:
     return missing
 
 
+def absent_splits(data) -> str:
+    """"; no SPLIT split: WHY" for each split data_prep recorded as not made (e.g. KD-DTI has no public train)."""
+    import json
+
+    try:
+        counts = json.loads((Path(str(data)) / "manifest.json").read_text(encoding="utf-8")).get("counts") or {}
+    except (OSError, ValueError):
+        return ""
+    return "".join(f"; no {split} split: {why}" for split, why in (counts.get("absent_splits") or {}).items())
+
+
 def prepare(cfg: DictConfig, run_dir: Path) -> dict:
     """Run data_prep for task.data when it is missing or incomplete (rank 0; the other ranks wait for it)."""
     missing = missing_data(cfg)
@@ -63,6 +74,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> dict:
         raise RuntimeError(f"prepare: `{' '.join(cmd)}` failed with exit code {proc.returncode} (its output is above)")
     still = missing_data(cfg)
     if still:
-        raise RuntimeError(f"prepare: data_prep finished but {', '.join(still[:4])} are still missing")
+        raise RuntimeError(f"prepare: data_prep finished but {', '.join(still[:4])} are still missing"
+                           + absent_splits(cfg.task.data))
     logger.info("prepare: done in %.0f s", time.perf_counter() - t0)
     return {}

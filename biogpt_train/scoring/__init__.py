@@ -8,7 +8,12 @@
 ``pmids``: a list or a file (one id per line, or a JSON list), aligned with the lines. Required for bc5cdr;
 kd_dti/ddi default to the order ``rebuild_data.py`` writes; pubmedqa aligns by id when given; hoc ignores it.
 ``entities``: bc5cdr only, the split's ``entities.json`` (path or loaded dict).
-``options``: kd_dti/ddi accept ``target_format`` (``rel-is`` default, ``svo``, ``is-of``, ``htr``).
+``options``: kd_dti/ddi accept ``target_format`` (``rel-is`` default, ``svo``, ``is-of``, ``htr``); bc5cdr,
+kd_dti and ddi accept ``allow_missing`` (default False).
+
+Lines and gold documents must correspond: a count mismatch is a ValueError naming both counts and both files
+(``alignment``). With ``allow_missing=True`` (bc5cdr, kd_dti, ddi) gold documents without a line are scored as
+empty predictions, so recall drops; extra lines are always an error.
 
 Metrics are percentages, unrounded. A metric the original evaluator reports as NaN is ``None`` (JSON ``null``).
 Each result also holds counts and ``units``: per-document (per-sentence for HoC) values from which the headline
@@ -19,6 +24,7 @@ document F1, PubMedQA 0/1 correctness) or ``{"kind": "micro_f1", "tp": [...], "f
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from typing import Callable
 
@@ -29,20 +35,21 @@ from biogpt_train.scoring.hoc import score_hoc
 from biogpt_train.scoring.pubmedqa import score_pubmedqa
 
 
-def _bc5cdr(lines, gold, pmids, entities):
-    return score_bc5cdr(lines, gold, pmids=pmids, entities=entities)
+def _bc5cdr(lines, gold, pmids, entities, allow_missing=False, **names):
+    return score_bc5cdr(lines, gold, pmids=pmids, entities=entities, allow_missing=allow_missing, **names)
 
 
-def _pubmedqa(lines, gold, pmids, entities):
+def _pubmedqa(lines, gold, pmids, entities, **names):
     return score_pubmedqa(lines, gold, pmids=pmids)
 
 
-def _hoc(lines, gold, pmids, entities):
+def _hoc(lines, gold, pmids, entities, **names):
     return score_hoc(lines, gold)  # HoC lines align with test.tsv by position; it has no ids
 
 
-def _hard_match(task, lines, gold, pmids, entities, target_format="rel-is"):
-    return score_hard_match(lines, gold, pmids=pmids, target_format=target_format, task=task)
+def _hard_match(task, lines, gold, pmids, entities, target_format="rel-is", allow_missing=False, **names):
+    return score_hard_match(lines, gold, pmids=pmids, target_format=target_format, task=task,
+                            allow_missing=allow_missing, **names)
 
 
 # task -> scorer(lines, gold_path, pmids, entities, **options) -> dict
@@ -53,7 +60,13 @@ SCORERS: dict[str, Callable[..., dict]] = {
     "pubmedqa": _pubmedqa,
     "hoc": _hoc,
 }
-OPTIONS: dict[str, tuple[str, ...]] = {"kd_dti": ("target_format",), "ddi": ("target_format",)}
+OPTIONS: dict[str, tuple[str, ...]] = {"kd_dti": ("target_format", "allow_missing"),
+                                       "ddi": ("target_format", "allow_missing"), "bc5cdr": ("allow_missing",)}
+
+
+def _name(value, default: str) -> str:
+    """How an error message names an input: its path, or what it is when given in memory."""
+    return str(value) if isinstance(value, (str, os.PathLike)) else default
 
 
 def score(task: str, pred_lines, gold_path, pmids=None, entities=None, **options) -> dict:
@@ -66,7 +79,8 @@ def score(task: str, pred_lines, gold_path, pmids=None, entities=None, **options
     if unknown:
         allowed = list(OPTIONS.get(task, ())) or "none"
         raise ValueError(f"{task} takes no option(s) {sorted(unknown)}; it takes {allowed}")
-    return SCORERS[task](as_lines(pred_lines), gold_path, as_pmids(pmids), entities, **options)
+    names = {"pred_name": _name(pred_lines, "pred=<list>"), "pmids_name": _name(pmids, "pmids=<list>")}
+    return SCORERS[task](as_lines(pred_lines), gold_path, as_pmids(pmids), entities, **options, **names)
 
 
 __all__ = ["SCORERS", "score"]

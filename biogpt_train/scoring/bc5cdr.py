@@ -13,13 +13,15 @@ Evaluator (``bc5cdr_eval.jar ... relation CID PubTator``), re-implemented withou
   * ids are normalised: empty or ``-1`` becomes null, an id without ``:`` gets ``MESH:``; ids are case-sensitive;
   * a pair with a null id never matches (always a false positive); identical unmapped pairs of one document
     collapse into one false positive;
-  * predictions for documents absent from the gold file are dropped;
+  * predictions for documents absent from the gold file are dropped (here: an error, see below);
   * micro P = TP/(TP+FP), R = TP/(TP+FN), F = 2PR/(P+R) in floating point, so 0/0 is NaN: no predictions gives
     P = NaN, R = 0, F = NaN; TP = 0 with FP > 0 gives P = 0, F = NaN.
 
 Where we differ because the original crashes: an empty or whitespace-only prediction line (the original raises
 IndexError) is counted as a failed line; more prediction lines than PMIDs (IndexError in the original) is a
-clear error. NaN is returned as ``None`` (JSON ``null``).
+clear error. NaN is returned as ``None`` (JSON ``null``). Where the original is silently lenient we refuse
+(``alignment``): an id absent from the gold file, an id twice, or a gold document with CID relations but no line
+(unless ``allow_missing``: its relations then count as false negatives, which is the official evaluator's rule).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import math
 import re
 from typing import Iterable, Mapping, Optional, Sequence, Union
 
+from biogpt_train.scoring.alignment import align
 from biogpt_train.scoring.files import PathLike, read_json, read_lines
 from biogpt_train.scoring.prefix import answer_text
 
@@ -166,13 +169,21 @@ def _percent(x: float) -> Optional[float]:
 
 
 def score_bc5cdr(pred_lines: Sequence[str], gold_path: PathLike, pmids: Optional[Sequence[str]] = None,
-                 entities: Union[None, PathLike, Mapping] = None) -> dict:
-    """Post-process decoded lines and evaluate them against a PubTator gold file; percentages, NaN -> None."""
+                 entities: Union[None, PathLike, Mapping] = None, allow_missing: bool = False,
+                 pred_name: str = "the predictions", pmids_name: str = "pmids") -> dict:
+    """Post-process decoded lines and evaluate them against a PubTator gold file; percentages, NaN -> None.
+
+    Every gold document with a CID relation needs a line (``allow_missing``: its relations count as false
+    negatives instead; ``unpredicted_docs`` counts them)."""
     if pmids is None or entities is None:
         raise ValueError("bc5cdr scoring needs pmids= (one PMID per prediction line, e.g. relis_test.pmid) and "
                          "entities= (the split's entities.json, e.g. test.entities.json)")
-    rows, failed = predicted_cid(pred_lines, pmids, load_entities(entities))
+    ent = load_entities(entities)
     gold_docs, gold = read_pubtator(gold_path)
+    required = sorted({doc for doc, _, _ in gold})
+    _, unpredicted = align("bc5cdr", len(pred_lines), pmids, required, gold_docs, gold_path=gold_path,
+                           pred_name=pred_name, pmids_name=pmids_name, allow_missing=allow_missing)
+    rows, failed = predicted_cid(pred_lines, pmids, ent)
     pred = {(pmid, normalize_id(c), normalize_id(d)) for pmid, c, d in rows}
     stats = evaluate_cid(pred, gold_docs, gold)
     return {
@@ -183,6 +194,6 @@ def score_bc5cdr(pred_lines: Sequence[str], gold_path: PathLike, pmids: Optional
         "unmapped_pairs": stats["unmapped"],
         "lines": len(pred_lines),
         "failed_lines": failed,
-        "pred_docs_not_in_gold": len({pmid for pmid, _, _ in rows} - gold_docs),
+        "unpredicted_docs": len(unpredicted),
         "units": stats["units"],
     }

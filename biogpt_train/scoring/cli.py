@@ -1,12 +1,15 @@
 """Score decoded outputs with BioGPT's post-processing and official-equivalent metrics.
 
     python -m biogpt_train.score task=NAME pred=FILE gold=FILE [pmids=FILE] [entities=FILE] [format=FMT]
+                                 [allow_missing=true]
     python -m biogpt_train.score task=squad_v1|squad_v2|bioasq_factoid pred=FILE gold=FILE[,FILE...] [na_probs=FILE]
 
 Prints a human-readable summary, then, as the last line of stdout, one JSON object with the metrics in percent
 (unrounded; a metric the original evaluator reports as NaN is ``null``), the counts, and ``units`` (per-document
 values for bootstrap intervals, see ``experiments/bootstrap.py``). Exit status 2 on a usage error, 1 when
-the inputs cannot be scored (the message names the file and the problem).
+the inputs cannot be scored (the message names the file and the problem), including prediction lines that do not
+match the gold documents one to one (bc5cdr, kd_dti, ddi: ``allow_missing=true`` scores gold documents without a
+line as empty predictions instead; extra lines are always an error).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ QA_TASKS = {
 }
 
 USAGE = """usage: python -m biogpt_train.score task=NAME pred=FILE gold=FILE [pmids=FILE] [entities=FILE] [format=FMT]
+                                    [allow_missing=true]
 
   task      one of: {tasks}
   pred      decoded lines, one per example (source + prompt + answer, like BioGPT's *.detok)
@@ -34,13 +38,16 @@ USAGE = """usage: python -m biogpt_train.score task=NAME pred=FILE gold=FILE [pm
   pmids     one id per prediction line (relis_test.pmid); required for bc5cdr, optional otherwise
   entities  bc5cdr only: test.entities.json
   format    kd_dti/ddi only: rel-is (default), svo, is-of, htr
+  allow_missing  bc5cdr/kd_dti/ddi only: true scores gold documents that have no prediction line as empty
+            predictions (recall drops); default false: fewer lines than gold documents is an error
 
   squad_v1/squad_v2: pred = predictions JSON {{id: text}}, gold = the SQuAD JSON, na_probs = {{id: p}} (v2 only)
   bioasq_factoid: pred = {{id: [up to 5 ranked answers]}} (or a BioASQ submission JSON), gold = BioASQ golden
             JSON; several comma-separated golden files (test batches) give their mean and the concatenation
 """
 
-KEYS = ("task", "pred", "gold", "pmids", "entities", "format", "na_probs")
+KEYS = ("task", "pred", "gold", "pmids", "entities", "format", "na_probs", "allow_missing")
+BOOLEANS = {"true": True, "false": False}
 REQUIRED = ("task", "pred", "gold")
 
 
@@ -74,6 +81,12 @@ def parse_args(argv: list[str]) -> dict[str, str]:
         raise UsageError(f"format= applies to kd_dti and ddi only, not {args['task']}")
     if "entities" in args and args["task"] != "bc5cdr":
         raise UsageError(f"entities= applies to bc5cdr only, not {args['task']}")
+    if "allow_missing" in args:
+        if args["task"] not in ("bc5cdr", "kd_dti", "ddi"):
+            raise UsageError(f"allow_missing= applies to bc5cdr, kd_dti and ddi, not {args['task']} (whose "
+                             "scorer needs every gold answer)")
+        if args["allow_missing"].lower() not in BOOLEANS:
+            raise UsageError(f"allow_missing={args['allow_missing']!r}: expected true or false")
     return args
 
 
@@ -104,6 +117,8 @@ def main(argv=None) -> int:
         print(f"error: {e}\n\n" + USAGE.format(tasks=", ".join([*SCORERS, *QA_TASKS])), file=sys.stderr)
         return 2
     options = {"target_format": args["format"]} if "format" in args else {}
+    if "allow_missing" in args:
+        options["allow_missing"] = BOOLEANS[args["allow_missing"].lower()]
     try:
         if args["task"] in QA_TASKS:
             result = QA_TASKS[args["task"]](args)

@@ -5,8 +5,9 @@ original). A line with no triple is "failed". The evaluator then discards *every
 drug is literally ``failed`` (which also hits a generated drug named ``failed``); a later triple named ``failed``
 is scored normally.
 
-Evaluation, per document aligned by position with the PMID list (``zip``: extra lines or ids are ignored;
-ids absent from the gold file are skipped):
+Evaluation, per document aligned by position with the PMID list. The original ``zip``s lines and ids and skips
+ids absent from the gold file; here a count mismatch, an id absent from the gold file, or a gold document without
+a line is an error (``alignment``), unless ``allow_missing`` scores unpredicted documents as empty predictions:
   * each of drug, target, relation: ``.strip().lower().replace(' ', '')``; triples go into sets;
   * two normalised variants of each set: ``rm_abbr`` (drop a final ``(...)``) and ``get_abbr`` (keep only it),
     each followed by ``normalize_name`` (final single digit -> upper-case Roman numeral, ``-type`` removed,
@@ -24,6 +25,7 @@ from __future__ import annotations
 import re
 from typing import Mapping, Optional, Sequence
 
+from biogpt_train.scoring.alignment import align
 from biogpt_train.scoring.files import PathLike, read_json
 from biogpt_train.scoring.formats import Triple, canonical_format, parse_triples
 from biogpt_train.scoring.prefix import answer_text
@@ -159,16 +161,20 @@ def _check_gold(gold, path) -> None:
 
 
 def score_hard_match(pred_lines: Sequence[str], gold_path: PathLike, pmids: Optional[Sequence[str]] = None,
-                     target_format: str = "rel-is", task: str = "kd_dti") -> dict:
-    """Post-process decoded lines and evaluate; percentages. Without ``pmids`` the gold file's order is used."""
+                     target_format: str = "rel-is", task: str = "kd_dti", allow_missing: bool = False,
+                     pred_name: str = "the predictions", pmids_name: str = "pmids") -> dict:
+    """Post-process decoded lines and evaluate; percentages. Without ``pmids`` the gold file's order is used.
+
+    Lines and gold documents must correspond one to one (``alignment.align``); with ``allow_missing`` the gold
+    documents without a line are scored as empty predictions (``unpredicted_docs`` counts them)."""
     fmt = canonical_format(target_format)
     gold = read_json(gold_path)
     _check_gold(gold, gold_path)
-    if pmids is None:
-        pmids = gold_pmids(gold)
+    ids, unpredicted = align(task, len(pred_lines), pmids, gold_pmids(gold), gold, gold_path=gold_path,
+                             pred_name=pred_name, pmids_name=pmids_name, allow_missing=allow_missing)
     relations = _gold_relations(gold) if fmt in ("svo", "is-of") else ()  # label vocabulary only
     pred_docs = [parse_triples(answer_text(line, task), fmt, relations) for line in pred_lines]
-    res = evaluate(pred_docs, pmids, gold)
+    res = evaluate(pred_docs + [[] for _ in unpredicted], ids + unpredicted, gold)
     pct = lambda x: 100.0 * x  # noqa: E731
     return {
         "precision": pct(res["precision"]), "recall": pct(res["recall"]), "f1": pct(res["f1"]),
@@ -176,6 +182,7 @@ def score_hard_match(pred_lines: Sequence[str], gold_path: PathLike, pmids: Opti
         "corpus": {k: pct(v) for k, v in res["corpus"].items()},
         "format": fmt,
         "lines": len(pred_lines), "failed_lines": sum(1 for d in pred_docs if not d),
-        "docs": res["docs"], "missing": res["missing"], "num_pred": res["num_pred"], "num_gold": res["num_gold"],
+        "docs": res["docs"], "unpredicted_docs": len(unpredicted), "num_pred": res["num_pred"],
+        "num_gold": res["num_gold"],
         "units": {"kind": "mean", "values": res["per_doc_f1"]},
     }

@@ -30,7 +30,9 @@ from biogpt_train import distributed
 from biogpt_train.checkpoint.io import read_checkpoint
 from biogpt_train.config import resolved_dict
 from biogpt_train.data.iterators import EpochBatchIterator, group
-from biogpt_train.data.splits import build_dictionary, data_dirs, load_split, make_iterator, max_positions
+from biogpt_train.data.splits import (
+    build_dictionary, data_dirs, load_split, make_iterator, max_positions, tokenizer_files,
+)
 from biogpt_train.logging import IntervalMeter, MetricWriter, base2, memory_gb, perplexity
 from biogpt_train.models import build_model, model_config
 from biogpt_train.train.lr_schedulers import get_lr
@@ -331,8 +333,8 @@ class Trainer:
             "nonfinite_in_a_row": self.state.nonfinite_in_a_row, "skipped_updates": self.state.skipped_updates,
             "elapsed": self.elapsed(), "world_size": self.info.world_size,
         }
-        obj = ckpt.build_checkpoint(self.model, self.optimizer, self.model_config, self.dictionary,
-                                    resolved_dict(self.cfg), train_state)  # collective under FSDP
+        obj = ckpt.build_checkpoint(self.model, self.optimizer, self.dictionary, resolved_dict(self.cfg),
+                                    train_state, tokenizer_files(self.cfg))  # collective under FSDP
         if self.info.is_main:
             t0 = time.perf_counter()
             paths = write_with_light_copies(obj, self.save_dir, names, c.save_optimizer_state_in_epoch_checkpoints)

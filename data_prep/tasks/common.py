@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import Any, Callable, Iterable, NamedTuple, Optional
 from biogpt_train.utils import atomic_write
 
 SPLITS = ("train", "valid", "test")
+
+log = logging.getLogger("data_prep.tasks")
 
 
 class DataError(ValueError):
@@ -240,7 +243,8 @@ def binarize_split(out_dir: Path, split: Split, tokenizer, workers: int, encoder
     """fairseq-preprocess ``-s x -t y``: each line → Moses+BPE ids + ``</s>`` into ``{split}.x-y.{x,y}``.
 
     Input-only splits get only the ``x`` side (there is no target to binarise). ``encoder``: a
-    ``data_prep.binarize.Encoder`` whose worker pool is reused across calls.
+    ``data_prep.binarize.Encoder`` whose worker pool is reused across calls. A high ``<unk>`` share over the
+    split's tokens (a mismatched dict.txt/bpecodes pair) is logged once, naming the raw file.
     """
     from data_prep.binarize import binarize_lines  # written by another module; imported when needed
 
@@ -251,6 +255,13 @@ def binarize_split(out_dir: Path, split: Split, tokenizer, workers: int, encoder
     for side, lines in sides:
         prefix = Path(out_dir) / f"{split.name}.x-y.{side}"
         stats[side] = binarize_lines(lines, tokenizer, prefix, workers, encoder=encoder)
+    if hasattr(tokenizer, "unk_warning"):
+        unk = sum(st["unk_tokens"] for st in stats.values())
+        total = sum(st["tokens"] - st["docs"] for st in stats.values())  # </s> is never <unk>
+        message = tokenizer.unk_warning(unk, total, f"{split.source_file} ({split.name} split)")
+        if message is not None:
+            log.warning("%s", message)
+            split.notes.append(message)
     return stats
 
 
@@ -284,19 +295,40 @@ def split_summary(split: Split) -> dict[str, Any]:
     }
 
 
+def check_not_empty(task: str, raw_dir: Path, splits: dict[str, Split]) -> None:
+    """A split that exists but holds no example is an error (a wrong file, or everything dropped)."""
+    for split in splits.values():
+        if split.examples:
+            continue
+        path = Path(raw_dir) / split.source_file
+        why = f"all {split.dropped} record(s) dropped: {'; '.join(split.notes)}" if split.dropped else (
+            "the file holds no records")
+        raise DataError(f"{task}: 0 {split.name} examples kept from {path} ({why}); nothing was written — check "
+                        "that raw_dir holds the right files")
+
+
 def write_task(task: str, raw_dir: Path, out_dir: Path, splits: dict[str, Split], tokenizer, *,
                workers: int, options: dict, notes: Iterable[str] = (), extra_files: Iterable[Path] = (),
-               extra_inputs: Iterable[Path] = ()) -> dict:
+               extra_inputs: Iterable[Path] = (), absent: Optional[dict[str, str]] = None) -> dict:
     """Write text, binarised pairs, dict copies and the manifest; return the summary dict.
 
     ``extra_files``: other outputs already written to out_dir; ``extra_inputs``: raw files read besides the
     splits' source files (both are listed, with checksums, in the manifest). ``tokenizer=None`` writes text only.
+    ``absent``: {split: why it was not made}, recorded in the summary (``absent_splits``) and the manifest, so a
+    later "train is missing" can say why. The old manifest.json is removed first: until the new one is written
+    last, the directory does not look complete.
     """
-    out_dir = Path(out_dir)
+    from data_prep.checks import check_writable_dir
+
+    out_dir = check_writable_dir(out_dir, "out_dir")
+    check_not_empty(task, raw_dir, splits)
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "manifest.json").unlink(missing_ok=True)
     summary: dict[str, Any] = {"task": task, "raw_dir": str(Path(raw_dir).resolve()),
                                "out_dir": str(out_dir.resolve()), "options": options, "notes": list(notes),
                                "splits": {}}
+    if absent:
+        summary["absent_splits"] = dict(absent)
     outputs: list[Path] = list(extra_files)
     with contextlib.ExitStack() as stack:
         encoder = None
@@ -325,11 +357,39 @@ def _write_splits(out_dir: Path, splits: dict[str, Split], tokenizer, workers: i
         info = split_summary(split)
         if tokenizer is not None:
             info["binarized"] = binarize_split(out_dir, split, tokenizer, workers, encoder)
+            info["notes"] = list(split.notes)  # with the <unk> warning, if any
             outputs += _bin_paths(out_dir, name, "x")
             if split.has_targets:
                 outputs += _bin_paths(out_dir, name, "y")
         summary["splits"][name] = info
     return outputs
+
+
+def format_summary(summary: dict) -> str:
+    """The few lines a person reads after a task build (the full record is manifest.json)."""
+    out_dir = summary.get("out_dir", "?")
+    lines = [f"data_prep {summary.get('task')}: {len(summary.get('splits', {}))} split(s) -> {out_dir}"]
+    notes = list(summary.get("notes", []))
+    for name, info in summary.get("splits", {}).items():
+        text = f"  {name:5s} {info['examples']:7d} examples from {info['source_file']}"
+        if info.get("dropped_without_labels"):
+            text += f", {info['dropped_without_labels']} dropped without labels"
+        if not info.get("has_targets"):
+            text += " (inputs only, no targets)"
+        binarized = info.get("binarized") or {}
+        if binarized:
+            tokens = sum(st["tokens"] for st in binarized.values())
+            unk = sum(st["unk_tokens"] for st in binarized.values())
+            text += f"; {tokens} tokens, {unk} <unk>"
+        lines.append(text)
+        notes += [f"{name}: {n}" for n in info.get("notes", [])]
+    for name, why in (summary.get("absent_splits") or {}).items():
+        lines.append(f"  {name:5s} not made: {why}")
+    from data_prep.checks import fold_repeats
+
+    lines += [f"  note: {n}" for n in fold_repeats(notes)]
+    lines.append(f"  manifest: {Path(out_dir) / 'manifest.json'}")
+    return "\n".join(lines)
 
 
 def _manifest(out_dir: Path, summary: dict, outputs: list[Path], inputs: list[Path], options: dict) -> None:

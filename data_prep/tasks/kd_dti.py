@@ -79,10 +79,18 @@ def build_splits(raw_dir: Path, options: dict | None = None) -> dict[str, Split]
     return {split: load_split(path, split, opts["target_format"]) for split, path in files.items()}
 
 
+def no_train_reason(raw_dir: Path, names) -> str:
+    """Why there is no train split: the file is absent, and the public KD-DTI copies have none."""
+    names = [names] if isinstance(names, str) else list(names or [])
+    looked = " / ".join(str(Path(raw_dir) / n) for n in names) or "(files.train is empty)"
+    return (f"{looked} is absent: the public KD-DTI release has no train split, so only valid/test were prepared "
+            "(enough to evaluate a checkpoint); to fine-tune, put BioGPT's data/KD-DTI/raw/train.json in raw_dir")
+
+
 def build(raw_dir: Path, out_dir: Path, tokenizer, *, workers: int, options: dict) -> dict:
     opts = merge_options(TASK, DEFAULTS, options)
     splits = build_splits(raw_dir, opts)
-    notes = []
+    absent = {}
     if "train" not in splits:
-        notes.append("no train split in raw_dir (BioGPT's KD-DTI train.json is not publicly mirrored)")
-    return write_task(TASK, raw_dir, out_dir, splits, tokenizer, workers=workers, options=opts, notes=notes)
+        absent["train"] = no_train_reason(raw_dir, opts["files"].get("train"))  # printed once, in the summary
+    return write_task(TASK, raw_dir, out_dir, splits, tokenizer, workers=workers, options=opts, absent=absent)

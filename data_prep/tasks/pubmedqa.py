@@ -91,7 +91,17 @@ def read_ground_truth(path: Path) -> dict[str, str]:
     data = read_json(path)
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
         raise DataError(f"{path}: expected {{pmid: label}} with string labels")
+    for pmid, label in data.items():
+        check_label(label, path, pmid)
     return data
+
+
+def check_label(label: str, path: Path, pmid: str) -> str:
+    """A label outside yes/no/maybe would become a target no scorer can match (and a class of its own)."""
+    if label not in LABELS:
+        raise DataError(f"{path}: record {pmid!r} has label {label!r}; PubMedQA labels are {'/'.join(LABELS)} "
+                        "(lower case): fix the record or remove it")
+    return label
 
 
 def make_split(records: dict, split: str, path: Path, source_file: str, truth: dict | None = None) -> Split:
@@ -118,7 +128,7 @@ def make_split(records: dict, split: str, path: Path, source_file: str, truth: d
         target = None
         if labelled:
             if truth is None:
-                decision = field_of(rec, "final_decision", path, pmid)
+                decision = check_label(field_of(rec, "final_decision", path, pmid), path, pmid)
             else:
                 decision = truth[pmid]
             if truth is not None and rec.get("final_decision", decision) != decision:
