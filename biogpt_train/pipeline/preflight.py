@@ -49,8 +49,8 @@ def resolve_hub_id(repo_id: str) -> Path:
     except Exception as e:  # offline (LocalEntryNotFoundError), unknown repo, HTTP errors: all one line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise PreflightError(f"checkpoint.finetune_from={repo_id}: could not fetch it from the Hugging Face hub "
-                             f"({type(e).__name__}: {first}); when offline, give a local checkpoint.pt or HF "
-                             "directory (HF_HUB_OFFLINE=1 uses the local cache only)") from None
+                             f"({type(e).__name__}: {first}); offline, give a local checkpoint.pt or HF directory "
+                             f"(`python -m data_prep.download {repo_id} --dest DIR` where there is a network)") from None
 
 
 def resolve_finetune_from(src: str, pretrained_dir: str | None = None) -> Path:
