@@ -20,6 +20,7 @@ BENCHMARKS = {
     "bench.tokenizer_bench": "tokenizer: sentences/s vs BioGptTokenizer",
     "bench.data_prep_bench": "data_prep: abstracts/s and tokens/s, 1 and 2 workers",
     "bench.model_bench": "model: training tokens/s vs BioGptForCausalLM",
+    "bench.llama_bench": "llama: training tokens/s vs LlamaForCausalLM",
     "bench.trainer_bench": "trainer: full update step tokens/s and MFU",
     "bench.generation_bench": "decoding: tokens/s vs transformers generate",
 }

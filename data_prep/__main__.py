@@ -66,7 +66,14 @@ def _run_pubmed(cfg: DictConfig, raw_dir: Path, out_dir: Path) -> dict:
         file_range=None if cfg.file_range is None else str(cfg.file_range),
         merge_only=bool(cfg.merge_only),
         progress=bool(cfg.progress),
+        tokenizer=str(cfg.tokenizer),
+        tokenizer_model=_tokenizer_model(cfg),
+        spm=OmegaConf.to_container(cfg.spm, resolve=True),
     )
+
+
+def _tokenizer_model(cfg: DictConfig):
+    return None if cfg.tokenizer_model is None else resolve_path(cfg.tokenizer_model, fallback_to_repo=True)
 
 
 def _run_task(cfg: DictConfig, raw_dir: Path, out_dir: Path) -> dict:
@@ -74,12 +81,17 @@ def _run_task(cfg: DictConfig, raw_dir: Path, out_dir: Path) -> dict:
     from data_prep.tasks import BUILDERS
     from data_prep.tasks.common import format_summary
 
+    from data_prep import spm
+
     name = dataset_name(cfg)
-    if cfg.bpe.learn:
-        raise ValueError(f"bpe.learn=true applies to dataset=pubmed; for {name}, set tokenizer_dir to the prepared "
-                         "pretraining directory that holds the learned dict.txt + bpecodes")
-    dict_path, codes_path = pubmed.tokenizer_files(resolve_path(cfg.tokenizer_dir, fallback_to_repo=True))
-    tokenizer = pubmed.load_tokenizer(dict_path, codes_path)
+    if cfg.bpe.learn or cfg.spm.train:
+        raise ValueError(f"bpe.learn / spm.train apply to dataset=pubmed; for {name}, set tokenizer_dir (BPE) or "
+                         "tokenizer_model (SentencePiece) to the vocabulary of the model to fine-tune")
+    if spm.check_kind(cfg.tokenizer) == "sentencepiece":  # sources/targets are halves of a sequence: no <s>
+        tokenizer = spm.SpmTextEncoder(spm.model_file(_tokenizer_model(cfg)), bos=False)
+    else:
+        dict_path, codes_path = pubmed.tokenizer_files(resolve_path(cfg.tokenizer_dir, fallback_to_repo=True))
+        tokenizer = pubmed.load_tokenizer(dict_path, codes_path)
     summary = BUILDERS[name](raw_dir, out_dir, tokenizer, workers=int(cfg.workers), options=dataset_options(cfg))
     print(format_summary(summary), flush=True)  # the full record is out_dir/manifest.json
     return summary

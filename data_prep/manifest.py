@@ -1,13 +1,15 @@
 """`manifest.json`: what a prepared directory was made from and what it holds (written last, atomically).
 
-    write_manifest(out_dir, summary, outputs, *, inputs=(), settings=None, dictionary=None) -> Path
+    write_manifest(out_dir, summary, outputs, *, inputs=(), settings=None, dictionary=None, tokenizer=None) -> Path
 
 - `summary`: the builder's counts (any JSON-able dict);
 - `outputs`: files written (paths; recorded relative to out_dir with size and sha256);
 - `inputs`: raw files (paths, or dicts already holding "path"/"bytes"/"sha256" so big inputs are not hashed twice).
   When empty, `summary["raw_dir"]` + `summary["splits"][*]["source_file"]` (the task builders' summary) are used;
 - `settings`: the options that shaped the output (config values);
-- `dictionary`: the dict.txt the ids refer to (path + sha256 + size); defaults to out_dir/dict.txt when present.
+- `dictionary`: the dict.txt the ids refer to (path + sha256 + size); defaults to out_dir/dict.txt when present;
+- `tokenizer`: what kind of tokenizer made the ids (`{"kind": "bpe"}`, or data_prep.spm.tokenizer_entry's
+  `{"kind": "sentencepiece", "path", "sha256", "vocab_size", ...}`, which has no dict.txt).
 """
 
 from __future__ import annotations
@@ -67,11 +69,12 @@ def _software() -> dict[str, str]:
 
 def write_manifest(out_dir: Union[str, Path], summary: Mapping[str, Any], outputs: Iterable = (), *,
                    inputs: Iterable = (), settings: Optional[Mapping[str, Any]] = None,
-                   dictionary: Union[str, Path, None] = None) -> Path:
+                   dictionary: Union[str, Path, None] = None, tokenizer: Optional[Mapping[str, Any]] = None) -> Path:
     out_dir = Path(out_dir)
     inputs = list(inputs) or _task_inputs(summary)
     input_entries = [dict(i) if isinstance(i, Mapping) else file_entry(i) for i in inputs]
-    if dictionary is None and (out_dir / "dict.txt").is_file():
+    sentencepiece = tokenizer is not None and tokenizer.get("kind") == "sentencepiece"
+    if dictionary is None and not sentencepiece and (out_dir / "dict.txt").is_file():
         dictionary = out_dir / "dict.txt"
     manifest = {
         "format": FORMAT,
@@ -81,6 +84,7 @@ def write_manifest(out_dir: Union[str, Path], summary: Mapping[str, Any], output
         "settings": dict(settings) if settings is not None else summary.get("options", {}),
         "counts": dict(summary),
         "dictionary": dictionary_entry(dictionary) if dictionary is not None else None,
+        "tokenizer": dict(tokenizer) if tokenizer is not None else ({"kind": "bpe"} if dictionary else None),
         "outputs": [file_entry(p, out_dir) for p in sorted({Path(p) for p in outputs})],
         "software": _software(),
     }

@@ -521,33 +521,56 @@ def load_tokenizer(dict_path: Path, codes_path: Path):
 
 def run(raw_dir, out_dir, *, tokenizer_dir=None, workers: int = 1, bpe: Optional[Mapping] = None,
         options: Optional[Mapping] = None, file_range: Optional[str] = None, merge_only: bool = False,
-        progress: bool = True) -> dict:
-    """Prepare the LM corpus; returns the summary (also written into manifest.json when the merge ran)."""
+        progress: bool = True, tokenizer: str = "bpe", tokenizer_model=None, spm: Optional[Mapping] = None) -> dict:
+    """Prepare the LM corpus; returns the summary (also written into manifest.json when the merge ran).
+
+    tokenizer="bpe": BioGPT's Moses + fastBPE with tokenizer_dir's dict.txt + bpecodes (or learned: bpe.learn);
+    tokenizer="sentencepiece": tokenizer_model's SentencePiece model (or one trained here: spm.train), documents
+    `<s> text </s>` (data_prep/spm.py)."""
     from biogpt_train.utils import atomic_write, sha256_file
+    from data_prep import spm as spm_mod
 
     t_start = time.perf_counter()
-    opts, bpe_opts = Options.from_dict(options), BpeOptions.from_dict(bpe)
+    opts, bpe_opts, spm_opts = Options.from_dict(options), BpeOptions.from_dict(bpe), spm_mod.SpmOptions.from_dict(spm)
+    kind = spm_mod.check_kind(tokenizer)
     out_dir = check_writable_dir(out_dir, "out_dir")
     out_dir.mkdir(parents=True, exist_ok=True)
     parts = out_dir / "parts"
     parts.mkdir(exist_ok=True)
     inputs = find_inputs(raw_dir, opts.format)
-
-    if bpe_opts.learn:
-        if file_range is not None and not (out_dir / "bpe_learn.json").exists():
-            raise DataPrepError("bpe.learn=true needs the whole corpus: learn first with `bpe.learn=true "
-                                "bpe.learn_only=true` (no file_range), then start the file_range jobs")
-        dict_path, codes_path = learn_vocabulary(inputs, out_dir, opts, bpe_opts, workers, progress)
-    else:
-        dict_path, codes_path = tokenizer_files(Path(tokenizer_dir))
     summary: dict[str, Any] = {"dataset": "pubmed", "raw_dir": str(raw_dir), "out_dir": str(out_dir),
                                "inputs": len(inputs), "workers": workers}
-    if bpe_opts.learn_only:
-        return {**summary, "learned": {"dict": str(dict_path), "bpecodes": str(codes_path)}}
 
-    tokenizer = load_tokenizer(dict_path, codes_path)
-    fingerprint = {"version": UNIT_VERSION, **opts.text_settings(),
-                   "dict_sha256": sha256_file(dict_path), "bpecodes_sha256": sha256_file(codes_path)}
+    if kind == "sentencepiece":
+        if spm_opts.train:
+            if file_range is not None and not (out_dir / "spm_train.json").exists():
+                raise DataPrepError("spm.train=true needs the whole corpus: train first with `spm.train=true "
+                                    "spm.train_only=true` (no file_range), then start the file_range jobs")
+            model = spm_mod.learn_sentencepiece(inputs, out_dir, opts, spm_opts, progress)
+        else:
+            model = spm_mod.model_file(tokenizer_model)
+        if spm_opts.train_only:
+            return {**summary, "learned": {"tokenizer_model": str(model)}}
+        tok = spm_mod.SpmTextEncoder(model, bos=True)
+        vocab_fingerprint = {"tokenizer": "sentencepiece", "bos": True, "tokenizer_model_sha256": sha256_file(model)}
+        vocab_files = [(model, spm_mod.TOKENIZER_FILE)]
+        manifest_vocab = {"dictionary": None, "tokenizer": spm_mod.tokenizer_entry(model)}
+    else:
+        if bpe_opts.learn:
+            if file_range is not None and not (out_dir / "bpe_learn.json").exists():
+                raise DataPrepError("bpe.learn=true needs the whole corpus: learn first with `bpe.learn=true "
+                                    "bpe.learn_only=true` (no file_range), then start the file_range jobs")
+            dict_path, codes_path = learn_vocabulary(inputs, out_dir, opts, bpe_opts, workers, progress)
+        else:
+            dict_path, codes_path = tokenizer_files(Path(tokenizer_dir))
+        if bpe_opts.learn_only:
+            return {**summary, "learned": {"dict": str(dict_path), "bpecodes": str(codes_path)}}
+        tok = load_tokenizer(dict_path, codes_path)
+        vocab_fingerprint = {"dict_sha256": sha256_file(dict_path), "bpecodes_sha256": sha256_file(codes_path)}
+        vocab_files = [(dict_path, "dict.txt"), (codes_path, "bpecodes")]
+        manifest_vocab = {"dictionary": dict_path, "tokenizer": {"kind": "bpe"}}
+
+    fingerprint = {"version": UNIT_VERSION, **opts.text_settings(), **vocab_fingerprint}
     selected = inputs[parse_file_range(file_range, len(inputs))]
     done, failures, skipped_units = [], [], 0
     t_units = time.perf_counter()
@@ -557,11 +580,11 @@ def run(raw_dir, out_dir, *, tokenizer_dir=None, workers: int = 1, bpe: Optional
         skipped_units = len(selected) - len(todo)
         if skipped_units:
             log.info("%d of %d units already complete, skipping them", skipped_units, len(selected))
-        done, failures = run_units(todo, parts, tokenizer, opts, fingerprint, workers, progress)
+        done, failures = run_units(todo, parts, tok, opts, fingerprint, workers, progress)
     unit_seconds = time.perf_counter() - t_units
     summary.update(_unit_summary(done, unit_seconds, workers), units_selected=len(selected),
                    units_already_complete=skipped_units, units_failed=failures)
-    warn_unk(done, tokenizer)
+    warn_unk(done, tok)
     if failures:
         print_summary(summary)
         raise DataPrepError(f"{len(failures)} unit(s) failed (of {len(failures) + len(done)} run; the others are "
@@ -580,12 +603,13 @@ def run(raw_dir, out_dir, *, tokenizer_dir=None, workers: int = 1, bpe: Optional
     check_kept(metas, raw_dir, opts)  # before anything in out_dir is replaced
     # While the outputs are replaced there is no manifest and no index: a killed merge leaves nothing that looks
     # complete (the builders' .idx renames are the commit, the manifest comes last).
-    for name in ("manifest.json", "train.idx", "valid.idx"):
+    stale_vocab = ("dict.txt", "bpecodes") if kind == "sentencepiece" else (spm_mod.TOKENIZER_FILE,)  # other kind's
+    for name in ("manifest.json", "train.idx", "valid.idx", *stale_vocab):
         (out_dir / name).unlink(missing_ok=True)
     t_merge = time.perf_counter()
-    merge = merge_units(out_dir, udirs, opts, len(tokenizer.dictionary), progress)
+    merge = merge_units(out_dir, udirs, opts, len(tok.dictionary), progress)
     outputs = [out_dir / f"{s}.{e}" for s in ("train", "valid") for e in ("bin", "idx")]
-    for src, name in ((dict_path, "dict.txt"), (codes_path, "bpecodes")):
+    for src, name in vocab_files:
         if src.resolve() != (out_dir / name).resolve():
             atomic_write(out_dir / name, src.read_bytes())
         outputs.append(out_dir / name)
@@ -598,11 +622,13 @@ def run(raw_dir, out_dir, *, tokenizer_dir=None, workers: int = 1, bpe: Optional
         seconds=round(time.perf_counter() - t_start, 3),
     )
     settings = {"options": asdict(opts), "bpe": asdict(bpe_opts), "workers": workers,
-                "tokenizer_dir": str(tokenizer_dir) if tokenizer_dir else None}
+                "tokenizer_dir": str(tokenizer_dir) if tokenizer_dir else None, "tokenizer": kind}
+    if kind == "sentencepiece":
+        settings.update(spm=asdict(spm_opts), tokenizer_model=str(tokenizer_model) if tokenizer_model else None)
     from data_prep.manifest import write_manifest
 
     write_manifest(out_dir, summary, outputs, inputs=[m["input"] for m in metas], settings=settings,
-                   dictionary=dict_path)
+                   **manifest_vocab)
     print_summary(summary)
     return summary
 

@@ -181,3 +181,56 @@ def test_mini_report_puts_each_number_next_to_its_baseline():
             "(“the answer ... is yes.”) | not distinguishable (baseline inside our 95% CI) | 78.20 |") in text
     assert "small-model numbers" in text and "1.20M tokens" in text and "3.4M parameters" in text
     assert "![loss_mini_pretrain.png](loss_mini_pretrain.png)" in text and "| hoc | 4947 | 0 | 0.00 |" in text
+
+
+# --- Llama family -------------------------------------------------------------------------------------------------
+
+def _card() -> dict:
+    """BioMedGPT-LM-7B's continued-pretraining hyper-parameters as the card states them (seed-systems.md B.1)."""
+    import re
+
+    path = Path(CONF_DIR).parents[1] / "shared" / "docs" / "seed-systems.md"
+    if not path.exists():
+        pytest.skip(f"needs {path} (the project's reference docs, beside the checkout)")
+    m = re.search(r"\*\*(\d+) epochs, batch (\d+), cutoff/context (\d+), lr ([0-9.e-]+)\*\*", path.read_text())
+    assert m, f"{path}: the BioMedGPT-LM-7B hyper-parameter line moved"
+    return {"epochs": int(m[1]), "batch": int(m[2]), "context": int(m[3]), "lr": float(m[4])}
+
+
+def test_continue_pretrain_biomedgpt_is_the_card_recipe():
+    card = _card()
+    cfg = compose(["+experiment=continue_pretrain_biomedgpt"])
+    assert cfg.model.family == "llama" and cfg.model.arch == "biomedgpt_lm_7b"
+    assert cfg.trainer.max_epoch == card["epochs"] and cfg.optim.lr == card["lr"]
+    assert cfg.task.tokens_per_sample == card["context"] and cfg.model.max_positions >= card["context"]
+    # global batch: blocks per micro-batch x update_freq x 8 GPUs (the file's arithmetic)
+    per_micro = cfg.data.max_tokens // cfg.task.tokens_per_sample
+    assert per_micro * cfg.task.tokens_per_sample == cfg.data.max_tokens
+    assert per_micro * cfg.trainer.update_freq * 8 == card["batch"]
+    # the cosine period covers the card's epochs over its 26B tokens
+    tokens_per_update = card["batch"] * card["context"]
+    assert cfg.lr_scheduler.total_num_update == int(card["epochs"] * 26e9 / tokens_per_update)
+    assert cfg.trainer.precision == "bf16" and cfg.distributed.data_parallel == "fsdp"
+    assert cfg.trainer.activation_checkpointing and cfg.lr_scheduler.name == "cosine"
+    assert cfg.lr_scheduler.warmup_updates > 0 and cfg.task.name == "language_modeling"
+    assert "Llama-2" in cfg.checkpoint.finetune_from
+
+
+def test_sft_llama_trains_on_the_answer_only():
+    for overrides in ([], ["task=hoc"]):
+        cfg = compose(["+experiment=sft_llama_pubmedqa", *overrides])
+        assert cfg.model.family == "llama" and cfg.task.mask_source_loss
+        assert cfg.task.learned_prompt == 0 and cfg.task.manual_prompt is None
+        plain = _plain(["+experiment=sft_llama_pubmedqa", *overrides])
+        assert plain["task"]["data"].endswith(f"llama2/{cfg.task.name}")
+        assert plain["pipeline"]["prepare"]["dataset"] == cfg.task.name
+        assert "tokenizer=sentencepiece" in plain["pipeline"]["prepare"]["args"]
+    lora = compose(["+experiment=sft_llama_pubmedqa", "model.lora.rank=16"])
+    assert lora.model.lora.rank == 16 and list(lora.model.lora.target_modules)
+
+
+def test_smoke_llama_prepares_its_own_sentencepiece_data():
+    cfg = compose(["+experiment=smoke_llama"])
+    assert cfg.model.family == "llama" and cfg.trainer.device == "cpu" and cfg.model.lora.rank == 0
+    assert cfg.task.data != compose(["+experiment=smoke"]).task.data  # not the BPE sample directory
+    assert {"tokenizer=sentencepiece", "spm.train=true"} <= set(cfg.pipeline.prepare.args)

@@ -165,11 +165,17 @@ def test_checkpoint_names_pruning_and_average(tmp_path, lm_data):
 
 
 def test_activation_checkpointing_gives_the_same_update(tmp_path, lm_data):
+    """Same update, and the blocks really are recomputed in backward (their forward runs twice per micro-batch)."""
     outs = []
     for ac in ("false", "true"):
         tr = make_trainer(tmp_path / ac, lm_data, **{"trainer.activation_checkpointing": ac, "model.dropout": 0.1,
                                                       "trainer.update_freq": 2})
+        calls = []
+        tr.raw_model.decoder.layers[0].fc1.register_forward_hook(lambda *a: calls.append(1))
         out = tr.train_step(next(_groups(tr, 2)), epoch=1)
+        assert len(calls) == (4 if ac == "true" else 2)  # 2 micro-batches, x2 with recomputation
+        assert ("CheckpointWrapper" in repr(tr.raw_model)) == (ac == "true")
+        assert not any("_checkpoint_wrapped_module" in k for k in tr.raw_model.state_dict())
         outs.append((out["loss_sum"], out["gnorm"], tr.raw_model.decoder.layers[0].fc1.weight.detach().clone()))
     assert outs[0][0] == pytest.approx(outs[1][0], rel=1e-6) and outs[0][1] == pytest.approx(outs[1][1], rel=1e-5)
     torch.testing.assert_close(outs[0][2], outs[1][2])
@@ -187,3 +193,36 @@ def test_several_shards_rotate_per_epoch(tmp_path):
     tokens = [int(MMapIndexedDataset(d / "train").sizes.sum()) for d in (a, b, a)]
     epochs = read_metrics(tmp_path / "run", "train_epoch")
     assert [r["ntokens"] for r in sorted(epochs.values(), key=lambda r: r["epoch"])] == tokens
+
+
+def test_bad_lr_schedule_fails_at_start(tmp_path, lm_data):
+    """The schedule is built once, when the trainer starts: a bad setting fails before any update."""
+    with pytest.raises(ValueError, match="warmup"):
+        make_trainer(tmp_path, lm_data, **{"lr_scheduler.warmup_updates": 0})
+
+
+def test_resume_on_another_world_size_is_checked(tmp_path, lm_data):
+    from biogpt_train.train.state import ResumeError
+
+    tr = make_trainer(tmp_path, lm_data)
+    state = tr.train_state
+    mid = {"iterator": {"version": 2, "epoch": 3, "iterations_in_epoch": 6, "shuffle": True}, "world_size": 2}
+    with pytest.raises(ResumeError, match="saved on 2 rank.*reshard_on_resume=true"):
+        state._iterator_state(mid)
+    boundary = {"iterator": {**mid["iterator"], "iterations_in_epoch": 0}, "world_size": 2}
+    assert state._iterator_state(boundary)["iterations_in_epoch"] == 0  # next epoch is sharded afresh
+    tr.cfg.checkpoint.reshard_on_resume = True
+    assert state._iterator_state(mid)["iterations_in_epoch"] == 12  # 6 per rank on 2 ranks = 12 on 1
+    same = {"iterator": mid["iterator"], "world_size": 1}
+    assert state._iterator_state(same) == mid["iterator"]
+
+
+def test_distributed_init_refuses_different_arguments():
+    from biogpt_train import distributed
+
+    distributed.destroy()
+    distributed.init("cpu")
+    assert distributed.init("cpu").device.type == "cpu"
+    with pytest.raises(RuntimeError, match="already called with device='cpu'"):
+        distributed.init("cuda")
+    distributed.destroy()

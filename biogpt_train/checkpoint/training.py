@@ -6,7 +6,7 @@ A training checkpoint is a native biogpt_train checkpoint (docs/ARCHITECTURE.md;
      prompt tokens included), "dictionary_counts", "cfg" (resolved config),
      "train_state": {"optimizer" (keyed by parameter names), "scaler", "lr_scheduler", "num_updates", "epoch",
                      "iterator", "rng", "best", "val_loss", "nonfinite_in_a_row", "skipped_updates", "elapsed",
-                     "world_size"}}
+                     "world_size", "lora" (LoRA adapter tensors, when model.lora is on; "model" holds them merged)}}
 It is written once under a temporary name and renamed (then hard-linked/copied to the other names of the same
 save), so a kill at any moment leaves either the old or the new file, never a truncated one.
 
@@ -34,6 +34,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from biogpt_train.checkpoint.io import EMBED, NATIVE_FORMAT, OUT, native_dict
+from biogpt_train.train.lora import merged_state_dict
 from biogpt_train.utils import atomic_path
 
 EPOCH_RE = re.compile(r"checkpoint(\d+)\.pt$")
@@ -71,20 +72,29 @@ def _tuples(x):
 # --- save ----------------------------------------------------------------------------------------------------
 def model_state_dict(model: torch.nn.Module) -> dict:
     """Full fp32 CPU state dict with fairseq names, from a plain, DDP or FSDP model (collective under FSDP)."""
-    sd = get_model_state_dict(model, options=_FULL)
+    return _state_dicts(model)[0]
+
+
+def _state_dicts(model: torch.nn.Module) -> tuple[dict, dict]:
+    """(the plain state dict, LoRA adapter tensors): adapters are folded into their base weights (train/lora.py),
+    so checkpoints hold the family's plain parameter names; the adapters themselves go to train_state (resume)."""
+    sd, adapters = merged_state_dict(model, get_model_state_dict(model, options=_FULL))
     if EMBED in sd:
         sd[OUT] = sd[EMBED]  # the tied projection: one tensor in the file
-    return sd
+    return sd, adapters
 
 
 def build_checkpoint(model, optimizer, dictionary, cfg: dict | None, train_state: dict | None,
                      tokenizer_files: dict | None = None) -> dict:
     """The checkpoint dict (collective: every rank must call it; only rank 0's result is complete). The layout is
     checkpoint.io.native_dict's, the one writer of the native format, plus `train_state`."""
-    obj = native_dict(model, model_state_dict(model), dictionary, cfg, tokenizer_files)
+    sd, adapters = _state_dicts(model)
+    obj = native_dict(model, sd, dictionary, cfg, tokenizer_files)
     if train_state is not None:
         train_state = dict(train_state)
         train_state["optimizer"] = get_optimizer_state_dict(model, optimizer, options=_FULL)
+        if adapters:
+            train_state["lora"] = adapters
         obj["train_state"] = train_state
     return obj
 

@@ -90,6 +90,17 @@ class ModelFamily(StrEnum):
 
 
 @dataclass
+class LoraConfig:
+    """LoRA adapters (biogpt_train/train/lora.py, the `peft` library): with rank > 0 only they train, and
+    checkpoints hold the merged weights. `model.lora.rank=8` turns them on."""
+
+    rank: int = 0  # 0: no adapters (every weight trains)
+    alpha: float = 16.0  # scaling = alpha / rank
+    dropout: float = 0.05
+    target_modules: List[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
 class ModelConfig:
     """A model shape, with one key vocabulary for every family (``biogpt_train.models.model_config`` maps it to
     the family's dataclass). ``conf/model/<arch>.yaml`` holds the named shapes; a key left null takes the family's
@@ -124,6 +135,7 @@ class ModelConfig:
     num_labels: Optional[int] = None  # cls head
     generator_size: Optional[float] = None  # ELECTRA pretraining: generator width / discriminator width
     generator_layers: Optional[float] = None  # ... and depth ratio
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
 
 @dataclass
@@ -223,6 +235,8 @@ class CheckpointConfig:
     finetune_from: Optional[str] = None  # weights only, on the first launch (no restore_file in save_dir)
     reset_optimizer: bool = False  # resume weights only: fresh optimizer, scaler and update count (hence LR)
     reset_dataloader: bool = False  # start the data from epoch 1
+    # resuming mid-epoch on another number of ranks: false = error; true = continue at the same share of the epoch
+    reshard_on_resume: bool = False
     save_interval: int = 1  # epochs
     save_interval_updates: int = 0
     keep_interval_updates: int = -1

@@ -8,8 +8,8 @@ Per example (``src``/``tgt`` items are stored with a trailing ``</s>``):
 - target truncation: ``max_target_length = max_target_positions - max_source_positions - len(prompt)`` (one less
   with ``prefix``); a longer target keeps its first ``max_target_length`` ids with ``[-2] = '...'``, ``[-1] = </s>``;
 - sentence = ``source[:-1] ⧺ prompt ⧺ target`` (``prompt ⧺ source[:-1] ⧺ <sep> ⧺ target`` with ``prefix``);
-- batch: ``target = pad_right(sentence)``; ``src_tokens = pad_right([</s>] ⧺ sentence[:-1])``;
-  ``ntokens`` = non-pad target tokens;
+- batch: ``target = pad_right(sentence)``; ``src_tokens = pad_right([</s>] ⧺ sentence[:-1])`` (``bos`` instead of
+  ``</s>`` when given: Llama sequences start with ``<s>``); ``ntokens`` = non-pad target tokens;
 - size for batching = ``min(len(src) - 1, max_src) + min(len(tgt), max_tgt)`` (prompt not counted).
 
 BioGPT computes the loss on every non-pad token (source and prompt included); ``mask_source_loss=True`` is an
@@ -32,9 +32,12 @@ def prompt_ids(dictionary: Any, manual_prompt: str | None = None, learned_prompt
     """Prompt ids as BioGPT's ``setup_prompt``: ``encode_line(manual_prompt)`` or ``learned1 .. learnedN``.
 
     The learned symbols must already be in the dictionary (``add_symbol``); an id that maps to ``<unk>`` raises.
+    A vocabulary that encodes text (a SentencePiece ``TokenizerVocab``) encodes the manual prompt as text.
     """
     if manual_prompt and learned_prompt:
         raise ValueError("manual_prompt and learned_prompt are mutually exclusive")
+    if manual_prompt and hasattr(dictionary, "encode"):
+        return [int(i) for i in dictionary.encode(manual_prompt)]
     if manual_prompt:
         words = manual_prompt.split()
     elif learned_prompt:
@@ -108,16 +111,18 @@ def build_inference_prefix(source: Sequence[int], prompt: Sequence[int], *, max_
     return sentence[:n_context].tolist()
 
 
-def collate_prompt(samples: list[dict], pad: int = 1, eos: int = 2) -> dict:
+def collate_prompt(samples: list[dict], pad: int = 1, eos: int = 2, bos: int | None = None) -> dict:
     """Batch of prompt samples (``{"id", "sentence", "n_context", ...}``); ``{}`` for an empty list (dummy batch).
 
-    Samples with ``"loss_mask_len"`` > 0 get that many leading target positions set to pad.
+    Inputs start with ``bos`` (default ``eos``, fairseq's). Samples with ``"loss_mask_len"`` > 0 get that many
+    leading target positions set to pad.
     """
+    start = eos if bos is None else bos
     if not samples:
         return {}
     sentences = [np.asarray(s["sentence"], dtype=np.int64) for s in samples]
     target = pad_right(sentences, pad)
-    inputs = [np.concatenate([[eos], s[:-1]]) if len(s) else s for s in sentences]  # collate_tokens(move_eos...)
+    inputs = [np.concatenate([[start], s[:-1]]) if len(s) else s for s in sentences]  # collate_tokens(move_eos...)
     src_tokens = pad_right(inputs, pad)
     lengths = torch.tensor([len(s) for s in sentences], dtype=torch.long)
     for row, s in enumerate(samples):
@@ -155,6 +160,7 @@ class PromptDataset:
         shuffle: bool = True,
         eos: int = 2,
         pad: int = 1,
+        bos: int | None = None,
     ):
         if len(src) != len(tgt):
             raise ValueError(f"source has {len(src)} items but target has {len(tgt)}")
@@ -177,7 +183,7 @@ class PromptDataset:
         self.prefix, self.sep_id = prefix, sep_id
         self.mask_source_loss = mask_source_loss
         self.shuffle = shuffle
-        self.eos, self.pad = eos, pad
+        self.eos, self.pad, self.bos = eos, pad, bos  # bos: first input token (None: eos, as BioGPT)
         src_sizes = _sizes(src)
         tgt_sizes = _sizes(tgt)
         self.sizes = (np.minimum(src_sizes - 1, self.max_source_positions)
@@ -207,7 +213,7 @@ class PromptDataset:
         return ordered_indices(self.sizes, seed, shuffle=self.shuffle, tie_break="stable")
 
     def collater(self, samples: list[dict]) -> dict:
-        return collate_prompt(samples, self.pad, self.eos)
+        return collate_prompt(samples, self.pad, self.eos, self.bos)
 
     def inference_prefix(self, i: int) -> list[int]:
         """Forced generation prefix for example ``i`` (its target is ignored)."""

@@ -13,19 +13,25 @@ from biogpt_train.data.iterators import EpochBatchIterator
 from biogpt_train.data.lm_dataset import LMDataset
 from biogpt_train.data.prompt_dataset import PromptDataset, prompt_ids
 from biogpt_train.data.token_block import TokenBlockDataset
+from biogpt_train.data.vocab import TOKENIZER_FILE, TokenizerVocab, is_tokenizer_dir, sequence_start
 
 
 def data_dirs(cfg) -> list[Path]:
     return [Path(p) for p in str(cfg.task.data).split(":") if p]
 
 
-def build_dictionary(cfg) -> Dictionary:
-    """dict.txt of the prepared data, plus learned1..N (and <seqsep> with prefix) appended as BioGPT's task does."""
-    path = data_dirs(cfg)[0] / "dict.txt"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: prepare the data first (pipeline stage `prepare`, or "
-                                f"`python -m data_prep ...`), or point task.data at a prepared directory")
-    d = Dictionary.load(path)
+def build_dictionary(cfg) -> Dictionary | TokenizerVocab:
+    """dict.txt of the prepared data (or its SentencePiece tokenizer.model, seen as a `TokenizerVocab`), plus
+    learned1..N (and <seqsep> with prefix) appended as BioGPT's task does."""
+    root = data_dirs(cfg)[0]
+    path = root / "dict.txt"
+    if is_tokenizer_dir(root):
+        d = TokenizerVocab.load(root / TOKENIZER_FILE)
+    elif path.exists():
+        d = Dictionary.load(path)
+    else:
+        raise FileNotFoundError(f"{path} (or {TOKENIZER_FILE}) not found: prepare the data first (pipeline stage "
+                                "`prepare`, or `python -m data_prep ...`), or point task.data at a prepared directory")
     for k in range(1, cfg.task.learned_prompt + 1):
         d.add_symbol(f"{cfg.task.learned_prompt_pattern}{k}")
     if cfg.task.prefix:
@@ -56,7 +62,7 @@ def load_split(cfg, d: Dictionary, split: str, epoch: int = 1):
         ellipsis_id=d.index("..."), max_source_positions=t.max_source_positions,
         max_target_positions=t.max_target_positions, prefix=t.prefix,
         sep_id=d.index(t.sep_token) if t.prefix else None, mask_source_loss=t.mask_source_loss,
-        shuffle=split == t.train_subset, eos=d.eos(), pad=d.pad(),
+        shuffle=split == t.train_subset, eos=d.eos(), pad=d.pad(), bos=sequence_start(d),
     )
 
 

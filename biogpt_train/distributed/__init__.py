@@ -85,13 +85,18 @@ def pick_device(device: str, local_rank: int) -> torch.device:
 
 
 _INFO: DistInfo | None = None
+_ARGS: tuple = ()  # (device, backend) of the call that initialised
 
 
 def init(device: str = "auto", backend: str = "auto", timeout_minutes: int = 30) -> DistInfo:
-    """Initialise the default process group when launched with several processes; idempotent (later calls
-    return the first call's DistInfo)."""
-    global _INFO
+    """Initialise the default process group when launched with several processes. Idempotent: a later call with
+    the same arguments returns the first call's DistInfo; one asking for another device or backend is an error
+    (it would otherwise be silently ignored)."""
+    global _INFO, _ARGS
     if _INFO is not None:
+        if (str(device), str(backend)) != _ARGS:
+            raise RuntimeError(f"distributed.init was already called with device={_ARGS[0]!r}, backend={_ARGS[1]!r}; "
+                               f"a second call asks for device={device!r}, backend={backend!r} (call destroy() first)")
         return _INFO
     rank, local_rank, world = detect_env()
     dev = pick_device(device, local_rank)
@@ -107,7 +112,7 @@ def init(device: str = "auto", backend: str = "auto", timeout_minutes: int = 30)
             timeout=datetime.timedelta(minutes=timeout_minutes),
             device_id=dev if dev.type == "cuda" else None,
         )
-    _INFO = DistInfo(rank, local_rank, world, dev)
+    _INFO, _ARGS = DistInfo(rank, local_rank, world, dev), (str(device), str(backend))
     return _INFO
 
 

@@ -9,11 +9,9 @@ so checkpoints always hold the fairseq `decoder.*` names.
 from __future__ import annotations
 
 import contextlib
-import functools
 
 import torch
 import torch.nn as nn
-from torch.utils.checkpoint import checkpoint
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -30,10 +28,14 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def apply_activation_checkpointing(model: nn.Module) -> nn.Module:
-    """Recompute each decoder layer in backward (non-reentrant; dropout masks are replayed from the saved RNG)."""
-    for layer in decoder_layers(model):
-        forward = layer.forward
-        layer.forward = functools.partial(checkpoint, forward, use_reentrant=False)
+    """Recompute each block in backward (torch's checkpoint_wrapper, non-reentrant; dropout masks are replayed from
+    the saved RNG state). The wrapper shows in `print(model)`, wraps once, and keeps state-dict names unchanged."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper, checkpoint_wrapper
+
+    blocks = decoder_layers(model)
+    for i, block in enumerate(blocks):
+        if not isinstance(block, CheckpointWrapper):
+            blocks[i] = checkpoint_wrapper(block, preserve_rng_state=True)
     return model
 
 

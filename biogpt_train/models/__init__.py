@@ -42,7 +42,7 @@ FAMILIES: dict[str, Family] = {
                        electra.SequenceClassifier), "wordpiece", ("electra", "bert"), causal=False),
 }
 # model-group keys that name or configure around the network rather than shape it
-NOT_SHAPE = ("family", "arch", "head", "num_labels", "generator_size", "generator_layers")
+NOT_SHAPE = ("family", "arch", "head", "num_labels", "generator_size", "generator_layers", "lora")
 
 
 def get_family(name: str) -> Family:

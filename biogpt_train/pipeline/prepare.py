@@ -23,9 +23,10 @@ def missing_data(cfg: DictConfig) -> list[str]:
     t = cfg.task
     missing = []
     for root in (Path(p) for p in str(t.data).split(":") if p):
-        for name in ("dict.txt", "manifest.json"):
-            if not (root / name).exists():
-                missing.append(str(root / name))
+        if not (root / "dict.txt").exists() and not (root / "tokenizer.model").exists():  # BPE or SentencePiece
+            missing.append(str(root / "dict.txt"))
+        if not (root / "manifest.json").exists():
+            missing.append(str(root / "manifest.json"))
         for split in [t.train_subset, *str(t.valid_subset).split(",")]:
             if str(t.name) == "language_modeling":
                 prefixes = [root / split]

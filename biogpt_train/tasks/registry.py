@@ -166,11 +166,14 @@ def get_task(name: str) -> TaskSpec:
 
 
 def _check_registry() -> None:
+    """The table's invariants, checked at import (a real error, not an assert that `python -O` drops)."""
     for name, spec in TASKS.items():
-        assert spec.name == name, name
-        assert spec.primary_metric == PRIMARY_METRIC[name], name
-        assert spec.gold_format in GOLD_FORMATS, name
-        assert set(spec.gold) == set(SPLITS), name
+        problems = [what for what, ok in (("name", spec.name == name),
+                                          ("primary_metric", spec.primary_metric == PRIMARY_METRIC[name]),
+                                          ("gold_format", spec.gold_format in GOLD_FORMATS),
+                                          ("gold splits", set(spec.gold) == set(SPLITS))) if not ok]
+        if problems:
+            raise ValueError(f"biogpt_train/tasks/registry.py: TASKS[{name!r}] has an inconsistent {', '.join(problems)}")
 
 
 _check_registry()

@@ -20,7 +20,6 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,8 +34,10 @@ from biogpt_train.data.splits import (
 )
 from biogpt_train.logging import IntervalMeter, MetricWriter, base2, memory_gb, perplexity
 from biogpt_train.models import build_model, model_config
-from biogpt_train.train.lr_schedulers import get_lr
+from biogpt_train.train.lora import apply_lora
+from biogpt_train.train.lr_schedulers import build_lr_fn
 from biogpt_train.train.objectives import objective_for
+from biogpt_train.train.state import Counters, TrainState
 from biogpt_train.train.optim import build_optimizer, set_lr
 from biogpt_train.train.precision import DynamicLossScaler, autocast, default_scale_window
 from biogpt_train.distributed.parallelize import no_sync, parallelize
@@ -57,24 +58,19 @@ class NonFiniteLossError(FloatingPointError):
 
 
 # --- the trainer -----------------------------------------------------------------------------------------------
-@dataclass
-class TrainState:
-    num_updates: int = 0
-    best: float | None = None
-    val_loss: float | None = None
-    nonfinite_in_a_row: int = 0
-    skipped_updates: int = 0
-    elapsed: float = 0.0  # training seconds before this launch
-
-
 class Trainer:
     def __init__(self, cfg, run_dir: Path, info: distributed.DistInfo):
         self.cfg, self.run_dir, self.info, self.device = cfg, Path(run_dir), info, info.device
         self.save_dir = self.run_dir / cfg.checkpoint.save_dir
-        self.state = TrainState()
+        self.state = Counters()
+        self.train_state = TrainState(self)
         self.launch_time = time.perf_counter()
         self.signal_received: int | None = None
         set_seed(cfg.seed)
+        # the LR schedule, built (and checked) once: bad settings fail here, not at some later update
+        total = cfg.lr_scheduler.total_num_update or None
+        self.lr_fn = build_lr_fn({**dict(cfg.lr_scheduler), "total_num_update": total}, lr=cfg.optim.lr,
+                                 max_update=cfg.trainer.max_update)
         if self.device.type == "cuda":
             torch.set_float32_matmul_precision("high" if cfg.trainer.tf32 else "highest")
 
@@ -83,6 +79,8 @@ class Trainer:
         self.dictionary = build_dictionary(cfg)
         resume = self._find_resume()
         self.raw_model = self._build_model(resume)  # weights loaded before wrapping: FSDP shards the loaded values
+        adapters = resume["train_state"].get("lora") if resume is not None else None
+        self.raw_model = apply_lora(self.raw_model, cfg.model.get("lora"), adapters)  # model.lora.rank > 0
         self.model_config = self.raw_model.cfg
         self.model = parallelize(self.raw_model.to(self.device), cfg, info.world_size, self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -95,7 +93,7 @@ class Trainer:
         self.train_itr = self._train_iterator(1)
         self.valid_itrs = {}
         if resume is not None:
-            self._load_train_state(resume)
+            self.train_state.load_state_dict(resume["train_state"])
         self.writer = MetricWriter(self.run_dir, cfg.logging, info.is_main, cfg.trainer.max_update)
 
     # --- setup ---------------------------------------------------------------------------------------------
@@ -153,26 +151,11 @@ class Trainer:
         ds = load_split(self.cfg, self.dictionary, self.cfg.task.train_subset, epoch)
         return make_iterator(self.cfg, ds, self.cfg.task.train_subset, self.info, epoch, self.max_positions)
 
-    def _load_train_state(self, obj: dict) -> None:
-        ts, c = obj["train_state"], self.cfg.checkpoint
-        self.state = TrainState(best=ts.get("best"), val_loss=ts.get("val_loss"),
-                                skipped_updates=int(ts.get("skipped_updates", 0)), elapsed=float(ts.get("elapsed", 0)))
-        if not c.reset_optimizer and "optimizer" not in ts:  # an epoch checkpoint saved without it
-            logger.warning("the checkpoint has no optimizer state (checkpoint.save_optimizer_state_in_epoch_"
-                           "checkpoints=false): the optimizer starts fresh at update %s", ts["num_updates"])
-            self.state.num_updates = int(ts["num_updates"])
-        elif not c.reset_optimizer:  # as fairseq, the update count (hence the LR) goes with the optimizer state
-            ckpt.load_optimizer_state(self.model, self.optimizer, ts["optimizer"])
-            if self.scaler is not None and ts.get("scaler"):
-                self.scaler.load_state_dict(ts["scaler"])
-            self.state.num_updates = int(ts["num_updates"])
-            self.state.nonfinite_in_a_row = int(ts.get("nonfinite_in_a_row", 0))
-        if not c.reset_dataloader:
-            it = ts["iterator"]
-            if len(data_dirs(self.cfg)) > 1:
-                self.train_itr = self._train_iterator(int(it["epoch"]))
-            self.train_itr.load_state_dict(it)
-        ckpt.set_rng_state(ts["rng"])
+    def resume_iterator(self, state: dict) -> EpochBatchIterator:
+        """The train iterator positioned where `state` says (LM shards rotate per epoch: load that epoch's)."""
+        itr = self._train_iterator(int(state["epoch"])) if len(data_dirs(self.cfg)) > 1 else self.train_itr
+        itr.load_state_dict(state)
+        return itr
 
     # --- one update ----------------------------------------------------------------------------------------
     def _dummy_batch(self) -> dict:
@@ -196,10 +179,7 @@ class Trainer:
                                ignore_index=self.dictionary.pad(), reduction="sum")
 
     def lr(self, epoch: int) -> float:
-        sc = dict(self.cfg.lr_scheduler)
-        sc.update(lr=self.cfg.optim.lr, max_update=self.cfg.trainer.max_update,
-                  total_num_update=sc["total_num_update"] or None)
-        return get_lr(str(sc["name"]), self.state.num_updates, sc, epoch)
+        return self.lr_fn(self.state.num_updates, epoch)
 
     def train_step(self, samples: list[dict], epoch: int) -> dict:
         self.model.train()
@@ -325,16 +305,8 @@ class Trainer:
         names = ckpt.checkpoint_names(self.cfg, epoch, self.state.num_updates, end_of_epoch, better)
         if not names:
             return
-        train_state = {
-            "num_updates": self.state.num_updates, "epoch": epoch, "iterator": self.train_itr.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "lr_scheduler": {"name": str(self.cfg.lr_scheduler.name), "num_updates": self.state.num_updates},
-            "rng": ckpt.rng_state(), "best": self.state.best, "val_loss": self.state.val_loss,
-            "nonfinite_in_a_row": self.state.nonfinite_in_a_row, "skipped_updates": self.state.skipped_updates,
-            "elapsed": self.elapsed(), "world_size": self.info.world_size,
-        }
         obj = ckpt.build_checkpoint(self.model, self.optimizer, self.dictionary, resolved_dict(self.cfg),
-                                    train_state, tokenizer_files(self.cfg))  # collective under FSDP
+                                    self.train_state.state_dict(epoch), tokenizer_files(self.cfg))  # collective (FSDP)
         if self.info.is_main:
             t0 = time.perf_counter()
             paths = write_with_light_copies(obj, self.save_dir, names, c.save_optimizer_state_in_epoch_checkpoints)

@@ -266,8 +266,14 @@ def binarize_split(out_dir: Path, split: Split, tokenizer, workers: int, encoder
 
 
 def write_dicts(out_dir: Path, tokenizer) -> list[Path]:
-    """dict.txt, dict.x.txt, dict.y.txt: identical copies of the tokenizer's dictionary (--joined-dictionary)."""
+    """dict.txt, dict.x.txt, dict.y.txt: identical copies of the tokenizer's dictionary (--joined-dictionary).
+    A SentencePiece tokenizer (``data_prep.spm.SpmTextEncoder``) is copied as tokenizer.model instead."""
     out_dir = Path(out_dir)
+    if getattr(tokenizer, "model_file", None) is not None:
+        for name in ("dict.txt", "dict.x.txt", "dict.y.txt"):  # a previous BPE run's: they would mislead
+            _remove_stale(out_dir / name)
+        return [copy_file(tokenizer.model_file, out_dir / "tokenizer.model")]
+    _remove_stale(out_dir / "tokenizer.model")
     main = out_dir / "dict.txt"
     src = getattr(tokenizer, "dict_path", None)
     if src is not None and Path(src).is_file():
@@ -341,7 +347,7 @@ def write_task(task: str, raw_dir: Path, out_dir: Path, splits: dict[str, Split]
         outputs += write_dicts(out_dir, tokenizer)
     summary["outputs"] = sorted(str(p.relative_to(out_dir)) for p in outputs)
     inputs = {Path(raw_dir) / s.source_file for s in splits.values()} | {Path(p) for p in extra_inputs}
-    _manifest(out_dir, summary, outputs, sorted(p for p in inputs if p.is_file()), options)
+    _manifest(out_dir, summary, outputs, sorted(p for p in inputs if p.is_file()), options, tokenizer)
     return summary
 
 
@@ -392,8 +398,14 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _manifest(out_dir: Path, summary: dict, outputs: list[Path], inputs: list[Path], options: dict) -> None:
+def _manifest(out_dir: Path, summary: dict, outputs: list[Path], inputs: list[Path], options: dict,
+              tokenizer=None) -> None:
     from data_prep.manifest import write_manifest  # written by another module; imported when needed
 
-    write_manifest(out_dir, summary, outputs, inputs=inputs, settings=options)
+    kind = None
+    if getattr(tokenizer, "model_file", None) is not None:
+        from data_prep.spm import tokenizer_entry
+
+        kind = tokenizer_entry(tokenizer.model_file)
+    write_manifest(out_dir, summary, outputs, inputs=inputs, settings=options, tokenizer=kind)
 

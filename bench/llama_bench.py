@@ -1,0 +1,105 @@
+"""Training throughput of our Llama vs transformers.LlamaForCausalLM (same config, weights and batches).
+
+One training step = forward + summed cross-entropy + backward + AdamW step (bench.model_bench's step). The two
+models alternate step by step (interleaved, the order flipping every round, after warmup) in one process, so
+machine load affects both alike; tokens/s come from the median step time. HF runs its default attention (SDPA),
+as ours does. MFU = matmul FLOPs (6 x weights + attention) / step time / a measured square-matmul peak.
+
+    python -m bench --only llama_bench [--quick]      or      python -m bench.llama_bench [--quick]
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+
+import torch
+
+from bench.model_bench import _step_fn, matmul_peak
+from biogpt_train.models.llama import Llama, LlamaConfig
+
+# (name, config, batch, seq, warmup steps, timed steps per model)
+SMALL = ("llama_small (4L d256 GQA 8/4, V32k)",
+         LlamaConfig(vocab_size=32000, embed_dim=256, layers=4, heads=8, kv_heads=4, ffn_dim=688,
+                     max_positions=1024), 2, 256, 2, 10)
+TINY = ("llama_tiny (2L d64 GQA 4/2, V1k)",
+        LlamaConfig(vocab_size=1000, embed_dim=64, layers=2, heads=4, kv_heads=2, ffn_dim=172, max_positions=256),
+        4, 128, 2, 10)
+
+
+def train_flops_per_token(cfg: LlamaConfig, seq: int) -> float:
+    """Matmul FLOPs of one trained token (3 x forward): q/o (d x d), k/v (d x kv_dim), SwiGLU (3 x d x ffn),
+    lm_head (V x d), plus attention scores and weighted sum over the full square (nanoGPT's count)."""
+    d, kv = cfg.embed_dim, cfg.kv_heads * cfg.head_dim
+    weights = cfg.layers * (2 * d * d + 2 * d * kv + 3 * d * cfg.ffn_dim) + cfg.vocab_size * d
+    return 3 * (2 * weights + cfg.layers * 4 * seq * d)
+
+
+def _hf_pair(cfg: LlamaConfig):
+    """Our Llama and a LlamaForCausalLM holding the same weights (our parameter names are HF's)."""
+    import transformers
+
+    ours = Llama(cfg)
+    hf_cfg = transformers.LlamaConfig(
+        vocab_size=cfg.vocab_size, hidden_size=cfg.embed_dim, num_hidden_layers=cfg.layers,
+        num_attention_heads=cfg.heads, num_key_value_heads=cfg.kv_heads, intermediate_size=cfg.ffn_dim,
+        max_position_embeddings=cfg.max_positions, rms_norm_eps=cfg.norm_eps,
+        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
+        tie_word_embeddings=cfg.tie_embeddings, bos_token_id=1, eos_token_id=2, pad_token_id=0, use_cache=False,
+    )
+    hf = transformers.LlamaForCausalLM(hf_cfg)
+    hf.load_state_dict(ours.state_dict(), strict=True)
+    return ours.train(), hf.train()
+
+
+def bench_config(name, cfg, batch, seq, warmup, reps, dtype) -> dict:
+    torch.manual_seed(0)
+    ours, hf = _hf_pair(cfg)
+    tokens = torch.randint(3, cfg.vocab_size, (batch, seq))
+    targets = torch.randint(3, cfg.vocab_size, (batch, seq))
+    steps = {"ours": _step_fn(ours, False, tokens, targets, dtype), "hf": _step_fn(hf, True, tokens, targets, dtype)}
+    times = {k: [] for k in steps}
+    for i in range(warmup + reps):
+        for key in (("ours", "hf") if i % 2 == 0 else ("hf", "ours")):
+            t = time.perf_counter()
+            steps[key]()
+            if i >= warmup:
+                times[key].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"name": name, "dtype": "bf16 autocast" if dtype == torch.bfloat16 else "fp32", "batch": batch,
+            "seq": seq, "tok_s": {k: batch * seq / v for k, v in med.items()},
+            "best_ratio": min(times["hf"]) / min(times["ours"]),
+            "flops": train_flops_per_token(cfg, seq) * batch * seq, "step_s": med}
+
+
+def run(quick: bool = False) -> str:
+    peaks = {torch.float32: matmul_peak(torch.float32), torch.bfloat16: matmul_peak(torch.bfloat16)}
+    rows = []
+    for name, cfg, batch, seq, warmup, reps in [TINY] + ([] if quick else [SMALL]):
+        for dtype in (torch.float32, torch.bfloat16):
+            r = bench_config(name, cfg, batch, seq, warmup, reps, dtype)
+            mfu = {k: r["flops"] / r["step_s"][k] / peaks[dtype] for k in ("ours", "hf")}
+            rows.append(
+                f"| {r['name']} | {r['dtype']} | {batch}x{seq} | {r['tok_s']['ours']:,.0f} | {r['tok_s']['hf']:,.0f} "
+                f"| {r['tok_s']['ours'] / r['tok_s']['hf']:.2f} | {r['best_ratio']:.2f} | {100 * mfu['ours']:.1f}% "
+                f"| {100 * mfu['hf']:.1f}% |"
+            )
+            print(rows[-1], file=sys.stderr, flush=True)
+    return "\n".join([
+        "## llama: training tokens/s vs transformers LlamaForCausalLM",
+        "",
+        f"Forward + backward + AdamW step, same weights and batches; tok/s from the median of interleaved steps "
+        f"after warmup; {torch.get_num_threads()} threads. Matmul peak measured here: fp32 "
+        f"{peaks[torch.float32] / 1e9:,.1f} GFLOP/s, bf16 {peaks[torch.bfloat16] / 1e9:,.1f} GFLOP/s.",
+        "",
+        "| config | precision | batch x seq | ours tok/s | HF tok/s | ours / HF (median) | ours / HF (best step) "
+        "| ours MFU | HF MFU |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ])
+
+
+if __name__ == "__main__":
+    print(run(quick="--quick" in sys.argv[1:]))
