@@ -38,8 +38,10 @@ test: install
 bench: install
 	$(PY) -m bench
 
+# writes runs/reproduce_mini; OUT=experiments/results replaces the committed results
+OUT ?= runs/reproduce_mini
 reproduce-mini: install
-	$(PY) -m experiments.reproduce_mini
+	$(PY) -m experiments.reproduce_mini --out $(OUT)
 
 collect: install
 	$(PY) -m experiments.collect runs --out runs/table

@@ -29,12 +29,16 @@ def _global_rank() -> int:
 def main(cfg: DictConfig):
     from biogpt_train import pipeline  # imported here so `--help`/`--cfg job` stay fast
     from biogpt_train.config import check_known_keys
+    from biogpt_train.pipeline.preflight import PreflightError
 
     try:
         check_known_keys(cfg)
     except ValueError as e:
         sys.exit(f"error: {e}")
-    return pipeline.run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    try:
+        return pipeline.run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except PreflightError as e:  # bad input found before any stage ran: one line, no traceback
+        sys.exit(f"error: {e}")
 
 
 def cli() -> None:

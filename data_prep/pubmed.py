@@ -537,7 +537,7 @@ def run(raw_dir, out_dir, *, tokenizer_dir=None, workers: int = 1, bpe: Optional
 
     t_start = time.perf_counter()
     opts, bpe_opts, spm_opts = Options.from_dict(options), BpeOptions.from_dict(bpe), spm_mod.SpmOptions.from_dict(spm)
-    kind = spm_mod.check_kind(tokenizer)
+    kind = "wordpiece" if encoder is not None else spm_mod.check_kind(tokenizer)
     out_dir = check_writable_dir(out_dir, "out_dir")
     out_dir.mkdir(parents=True, exist_ok=True)
     parts = out_dir / "parts"

@@ -1,6 +1,7 @@
 """Mini reproduction: the whole BioGPT chain on real data, on CPU, in under 30 minutes (`make reproduce-mini`).
 
-    python -m experiments.reproduce_mini [--out experiments/results] [--time-scale 1.0]
+    python -m experiments.reproduce_mini [--out runs/reproduce_mini] [--time-scale 1.0]
+    make reproduce-mini OUT=experiments/results      # replace the committed results
 
 1. pretrain: `+experiment=mini_pretrain` learns an 8k-merge BPE on the real MEDLINE abstracts of
    ../shared/data/pretrain_corpus and pretrains a 4 x 192 decoder on them for a wall-clock budget;
@@ -12,7 +13,8 @@
    as BioGPT, or on the prompt and answer only), collected into its own table and plotted against the swept value;
 4. contamination: 13-gram overlap between the pretraining corpus and the five tasks' test inputs;
 5. the table (`experiments.collect`, with BioGPT's paper numbers and each task's majority-class baseline), the
-   loss plots (`experiments.plots`) and a report with the command, the machine and the timings, in --out.
+   loss plots (`experiments.plots`) and a report with the command, the machine and the timings, in --out
+   (runs/reproduce_mini by default, so a rerun never overwrites the committed experiments/results/).
 
 Every step is an ordinary `python -m biogpt_train +experiment=NAME` run (runs/<name>/mini, BIOGPT_RUN_ID=mini), so
 each one can be rerun or inspected on its own. A rerun starts those run directories afresh; prepared data in
@@ -105,9 +107,11 @@ def _train_summary(run_dir: Path) -> dict:
             "last_valid_loss": valid[-1]["loss"] if valid else None}
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=REPO / "experiments" / "results")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "reproduce_mini",
+                        help="tables, plots, report (default: runs/reproduce_mini; --out experiments/results "
+                             "replaces the committed results)")
     parser.add_argument("--runs", type=Path, default=REPO / "runs", help="paths.runs")
     parser.add_argument("--data", type=Path, default=REPO / "data", help="paths.data (prepared data in DATA/mini)")
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data", help="paths.shared")
@@ -117,6 +121,11 @@ def main(argv=None) -> int:
     parser.add_argument("--no-sweep", action="store_true", help="skip the small sweep (step 3)")
     parser.add_argument("--report-only", action="store_true",
                         help="rebuild the tables, plots and report from the existing runs and OUT/summary.json")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     for name, p in (("--shared", args.shared), ("pretrain corpus", args.shared / "pretrain_corpus")):
         if not p.exists():

@@ -167,3 +167,39 @@ def test_defaults_live_in_the_schema_only():
             values = OmegaConf.to_container(OmegaConf.load(path))
             same = [k for k, v in values.items() if k not in ("name", "data_parallel") and schema[group][k] == v]
             assert not same, f"{path} restates schema defaults: {same}"
+
+
+def test_evaluation_only_overrides_reuse_the_trained_run_directory():
+    """Every generation.*/evaluation.* key and the averaging keys are in override_dirname.exclude_keys (Hydra
+    matches exact keys), so `generation.beam=5` or `evaluation.max_examples=10` decodes the trained run."""
+    import dataclasses
+
+    from biogpt_train.config.schema import EvaluationConfig, GenerationConfig
+
+    hydra_cfg = yaml.safe_load((CONF_DIR / "hydra" / "default.yaml").read_text())
+    excluded = set(hydra_cfg["job"]["config"]["override_dirname"]["exclude_keys"])
+    wanted = ({f"generation.{f.name}" for f in dataclasses.fields(GenerationConfig)}
+              | {f"evaluation.{f.name}" for f in dataclasses.fields(EvaluationConfig)}
+              | {"checkpoint.average_last_epochs", "checkpoint.average_output"})
+    assert wanted <= excluded, sorted(wanted - excluded)
+    assert not {k for k in excluded if k.startswith(("generation.", "evaluation."))} - wanted  # no stale keys
+    cfg = compose(["+experiment=pubmedqa", "generation.beam=5", "evaluation.max_examples=3",
+                   "checkpoint.average_last_epochs=2"], return_hydra_config=True)
+    assert cfg.hydra.job.override_dirname == "+experiment=pubmedqa"
+
+
+def test_help_describes_this_program():
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    out = subprocess.run([sys.executable, "-m", "biogpt_train", "--help"], cwd=REPO, capture_output=True, text=True,
+                         timeout=120).stdout
+    assert out.startswith("python -m biogpt_train [+experiment=NAME]")
+    assert "pubmedqa" in out and "trainer.max_update=N" in out and "Powered by Hydra" not in out
+
+
+def test_default_run_keeps_its_disk_use_small():
+    cfg = _compose()
+    assert cfg.checkpoint.keep_last_epochs == 1 and not cfg.checkpoint.save_optimizer_state_in_epoch_checkpoints

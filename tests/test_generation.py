@@ -396,7 +396,7 @@ def test_cli_errors_are_clear(task_files):
     with pytest.raises(CheckpointError, match="vocabulary mismatch"):  # 2 prompt tokens for a 3-token model
         decode_file(d / "ckpt.pt", d / "test.x", d / "o", dict_path=d / "dict.txt", bpecodes=d / "bpecodes",
                     learned_prompt=2, device="cpu")
-    with pytest.raises(ValueError, match="tokenizer"):
+    with pytest.raises(ValueError, match="BPE codes"):
         decode_file(d / "ckpt.pt", d / "test.x", d / "o", device="cpu")
 
 
@@ -469,3 +469,59 @@ def test_cli_dtype_auto_follows_biogpt_inference(task_files, caplog):
     assert main(["task", "--checkpoint", str(fairseq_dir / "checkpoint.pt"), "--input", str(d / "test.x"),
                  "--output", str(out), "--bpecodes", str(d / "bpecodes"), "--max-len-b", "20", "--device", "cpu"]) == 0
     assert len(out.read_text().splitlines()) == 4
+
+
+def test_cli_text_on_an_hf_directory_finds_merges_txt(task_files, capsys):
+    from biogpt_train.checkpoint.io import export_hf
+    from biogpt_train.data.dictionary import Dictionary
+    from biogpt_train.generation.cli import main
+
+    d, model, base, _ = task_files
+    dictionary = Dictionary.load(d / "dict.txt")
+    for k in (1, 2, 3):
+        dictionary.add_symbol(f"learned{k}")
+    hf = export_hf(model, dictionary, d / "bpecodes", d / "hf")
+    args = ["--prompt", "the cells", "--beam", "2", "--min-len", "8", "--max-len-b", "12", "--device", "cpu"]
+    assert main(["text", "--checkpoint", str(hf), *args]) == 0  # no --bpecodes: merges.txt is the codes file
+    from_hf = capsys.readouterr().out
+    assert main(["text", "--checkpoint", str(d / "ckpt.pt"), "--bpecodes", str(d / "bpecodes"), *args]) == 0
+    assert from_hf == capsys.readouterr().out and from_hf.startswith("the cells")
+
+
+def test_cli_bad_input_is_one_line_without_python_names(task_files, tmp_path, capsys):
+    from biogpt_train.generation.cli import main
+
+    d, *_ = task_files
+    assert main(["text", "--checkpoint", str(tmp_path / "missing.pt"), "--prompt", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --checkpoint {tmp_path / 'missing.pt'}: no such file") and err.count("\n") == 1
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "bpecodes").write_bytes((d / "bpecodes").read_bytes())
+    assert main(["text", "--checkpoint", str(tmp_path / "broken.pt"), "--prompt", "x", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {tmp_path / 'broken.pt'}: file is none of the formats" in err and "Traceback" not in err
+    # a checkpoint without BPE codes beside it: the flag to use, not a Python argument name
+    (tmp_path / "alone").mkdir()
+    (tmp_path / "alone" / "ckpt.pt").write_bytes((d / "ckpt.pt").read_bytes())
+    assert main(["task", "--checkpoint", str(tmp_path / "alone" / "ckpt.pt"), "--input", str(d / "test.x"),
+                 "--output", str(tmp_path / "o"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "--bpecodes FILE" in err and "input_is_bpe" not in err and "dict_path" not in err
+    with pytest.raises(SystemExit):
+        main(["text", "--help"])
+    assert "DICT_PATH" not in capsys.readouterr().out
+
+
+def test_cli_task_decoding_shows_progress(task_files, caplog):
+    import logging
+
+    from biogpt_train.generation.cli import main
+
+    d, *_ = task_files
+    with caplog.at_level(logging.INFO, logger="biogpt_train"):
+        assert main(["task", "--checkpoint", str(d / "ckpt.pt"), "--input", str(d / "test.x"), "--output",
+                     str(d / "o.detok"), "--max-len-b", "30", "--batch-size", "2", "--device", "cpu"]) == 0
+    assert "BPE codes: " in caplog.text  # found beside the checkpoint
+    lines = [r.getMessage() for r in caplog.records if "sentences (" in r.getMessage()]
+    assert lines[0].startswith("generate: 2/4 sentences (50%) | ") and "tokens/s" in lines[0] and "ETA" in lines[0]
+    assert lines[-1].startswith("generate: 4/4 sentences (100%)")

@@ -111,3 +111,40 @@ def test_sigterm_saves_and_exits_cleanly(setup):
     assert 6 <= state["num_updates"] < MAX_UPDATE
     assert max(read_metrics(run_dir)) == state["num_updates"]  # saved right after the last logged update
     # (resuming from it is the same code path as after SIGKILL, checked bitwise above)
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_and_exits_like_sigterm(setup):
+    root, data, _, _ = setup
+    runs = root / "runs_int"
+    args = tiny_overrides(data, runs, **EXTRA)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), BIOGPT_RUN_ID="ctrlc")
+    proc = _launch(args, env)
+    run_dir = _wait_for_run_dir(proc, runs / "default")
+    _wait_for_update(proc, run_dir, 6)
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, out[-3000:]
+    assert "received SIGINT" in out and "relaunch the same command to resume" in out and "Traceback" not in out
+    state = torch.load(run_dir / "checkpoints" / "checkpoint_last.pt", weights_only=True)["train_state"]
+    assert 6 <= state["num_updates"] < MAX_UPDATE
+
+
+@pytest.mark.slow
+def test_second_ctrl_c_aborts_at_once(tmp_path):
+    # updates of a few hundred ms, so that the second Ctrl-C lands before the first one's save
+    data = make_lm_data(tmp_path / "data")
+    args = tiny_overrides(data, tmp_path / "runs", **{"trainer.max_update": 10000, "model.embed_dim": 512,
+                                                      "model.ffn_dim": 2048, "model.layers": 4,
+                                                      "data.max_tokens": 512, "task.tokens_per_sample": 128})
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), BIOGPT_RUN_ID="twice")
+    proc = _launch(args, env)
+    run_dir = _wait_for_run_dir(proc, tmp_path / "runs" / "default")
+    _wait_for_update(proc, run_dir, 1)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == -signal.SIGINT, out[-3000:]
+    assert "aborting without saving" in out
+    assert not (run_dir / "checkpoints" / "checkpoint_last.pt").exists()

@@ -220,17 +220,23 @@ def test_tiny_model_overfit_to_a_few_examples_scores_100(tmp_path, monkeypatch):
     assert res["baseline"]["accuracy"] == 100.0 * max(labels.count(x) for x in set(labels)) / len(labels)
 
 
-def test_cli_runs_the_whole_chain(tmp_path):
-    """`python -m biogpt_train +experiment=pubmedqa ...` as a user runs it (once pipeline/schema are wired)."""
+@pytest.mark.parametrize("budget", [["trainer.max_epoch=2"], ["trainer.max_epoch=0", "trainer.max_update=3"]])
+def test_cli_runs_the_whole_chain(tmp_path, budget):
+    """`python -m biogpt_train +experiment=pubmedqa ...` as a user runs it, with a reduced budget: the paper row's
+    average of the last 5 epochs becomes the average of what the budget makes, with a warning."""
     raw, data = prepare("pubmedqa", tmp_path, n_train=4, n_valid=2)
     cmd = [sys.executable, "-m", "biogpt_train", "+experiment=pubmedqa", "model=tiny", f"task.data={data}",
            f"paths.runs={tmp_path / 'runs'}", "trainer.device=cpu", "trainer.update_freq=1",
            "checkpoint.finetune_from=null", "task.max_source_positions=64", "logging.tensorboard=false",
-           "generation.subset=valid", "trainer.max_epoch=2", "checkpoint.average_last_epochs=2",
-           "pipeline.stages=[prepare,train,average,generate,score]"]
+           "generation.subset=valid", *budget]
     env = dict(os.environ, OMP_NUM_THREADS="1", BIOGPT_RUN_ID="cli")
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads((tmp_path / "runs" / "pubmedqa" / "cli" / "results.json").read_text())
+    run_dir = tmp_path / "runs" / "pubmedqa" / "cli"
+    res = json.loads((run_dir / "results.json").read_text())
     assert REQUIRED_KEYS <= set(res) and res["task"] == "pubmedqa" and res["split"] == "valid"
-    assert "trainer.max_epoch=2" in res["overrides"]
+    assert budget[-1] in res["overrides"]
+    out = proc.stdout + proc.stderr
+    assert "checkpoint.average_last_epochs=5" in out and "progress: update 1/" in out
+    assert "training finished" in out and f"run directory {run_dir}: stages" in out
+    assert "generate: 2/2 sentences (100%)" in out

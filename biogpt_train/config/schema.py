@@ -294,6 +294,8 @@ class CheckpointConfig:
     maximize_best_checkpoint_metric: bool = False
     average_last_epochs: int = 5  # `average` stage: fairseq average_checkpoints --num-epoch-checkpoints
     average_output: str = "checkpoint_avg.pt"
+    # checkpoint<N>.pt / checkpoint_best.pt with Adam's moments (3x the weights); checkpoint_last.pt always has them
+    save_optimizer_state_in_epoch_checkpoints: bool = False
 
 
 @dataclass

@@ -28,7 +28,7 @@ ENCODER_TASKS = QA_TASKS + ("electra_pretraining",)
 
 
 def is_encoder_task(cfg) -> bool:
-    return str(cfg.task.name) in ENCODER_TASKS
+    return str(cfg.task.get("name", "")) in ENCODER_TASKS
 
 
 class WordPieceVocab:

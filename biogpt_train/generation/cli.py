@@ -6,26 +6,29 @@ import argparse
 import logging
 import sys
 
+from pathlib import Path
+
 from biogpt_train.generation.decode import (
-    TEXT_DEFAULTS, _make_tokenizer, decode_file, generate_text, load_for_decoding,
+    TEXT_DEFAULTS, _make_tokenizer, decode_file, find_bpecodes, generate_text, load_for_decoding,
 )
 from biogpt_train.generation import decode as _decode_doc
 
 # --- command line ----------------------------------------------------------------------------------------------
 def _add_decoding_args(p: argparse.ArgumentParser, defaults: dict) -> None:
     g = p.add_argument_group("decoding (fairseq SequenceGenerator semantics)")
-    g.add_argument("--beam", type=int, default=defaults.get("beam", 1))
-    g.add_argument("--max-len-b", type=int, default=defaults.get("max_len_b", 1024),
+    g.add_argument("--beam", type=int, default=defaults.get("beam", 1), metavar="N")
+    g.add_argument("--max-len-b", type=int, default=defaults.get("max_len_b", 1024), metavar="N",
                    help="total length limit, prefix included (also capped by max_positions - 1)")
-    g.add_argument("--min-len", type=int, default=defaults.get("min_len", 1), help="minimum length, prefix included")
-    g.add_argument("--lenpen", type=float, default=defaults.get("lenpen", 1.0))
-    g.add_argument("--no-repeat-ngram-size", type=int, default=0)
+    g.add_argument("--min-len", type=int, default=defaults.get("min_len", 1), metavar="N",
+                   help="minimum length, prefix included")
+    g.add_argument("--lenpen", type=float, default=defaults.get("lenpen", 1.0), metavar="X")
+    g.add_argument("--no-repeat-ngram-size", type=int, default=0, metavar="N")
     g.add_argument("--sampling", action="store_true")
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--topk", type=int, default=0)
-    g.add_argument("--topp", type=float, default=0.0)
-    g.add_argument("--seed", type=int, default=None)
-    g.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    g.add_argument("--temperature", type=float, default=1.0, metavar="X")
+    g.add_argument("--topk", type=int, default=0, metavar="K")
+    g.add_argument("--topp", type=float, default=0.0, metavar="P")
+    g.add_argument("--seed", type=int, default=None, metavar="N")
+    g.add_argument("--device", default=None, metavar="DEVICE", help="default: cuda if available, else cpu")
     g.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
                    help="auto (BioGPT): float16 on CUDA when the checkpoint trained with fp16 weights, else float32")
 
@@ -42,25 +45,55 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="mode", required=True)
     for mode, defaults in (("task", {}), ("text", TEXT_DEFAULTS)):
         p = sub.add_parser(mode, help="task decoding to a file" if mode == "task" else "free text generation")
-        p.add_argument("--checkpoint", required=True, help="fairseq checkpoint.pt, HF directory or native .pt")
-        p.add_argument("--dict", dest="dict_path", default=None,
+        p.add_argument("--checkpoint", required=True, metavar="PATH",
+                       help="fairseq checkpoint.pt, HF directory or native .pt")
+        p.add_argument("--dict", dest="dict_path", default=None, metavar="FILE",
                        help="dict.txt (default: stored in the checkpoint, else dict.txt beside it)")
-        p.add_argument("--bpecodes", default=None, required=mode == "text", help="fastBPE codes")
+        p.add_argument("--bpecodes", default=None, metavar="FILE",
+                       help="fastBPE codes (default: merges.txt of an HF directory, or bpecodes beside the checkpoint)")
         prompt = p.add_mutually_exclusive_group()
-        prompt.add_argument("--learned-prompt", type=int, default=None, help="N: append learned1..learnedN")
-        prompt.add_argument("--manual-prompt", default=None, help="a hard prompt string")
+        prompt.add_argument("--learned-prompt", type=int, default=None, metavar="N",
+                            help="append learned1..learnedN")
+        prompt.add_argument("--manual-prompt", default=None, metavar="TEXT", help="a hard prompt string")
         if mode == "task":
-            p.add_argument("--input", required=True, help="source lines, or a binarised prefix with --input-format bin")
+            p.add_argument("--input", required=True, metavar="FILE",
+                           help="source lines, or a binarised prefix with --input-format bin")
             p.add_argument("--input-format", default="text", choices=["text", "bpe", "bin"])
-            p.add_argument("--output", required=True)
-            p.add_argument("--max-source-positions", type=int, default=None,
+            p.add_argument("--output", required=True, metavar="FILE")
+            p.add_argument("--max-source-positions", type=int, default=None, metavar="N",
                            help="default: the checkpoint's task config")
-            p.add_argument("--batch-size", type=int, default=16)
+            p.add_argument("--batch-size", type=int, default=16, metavar="N")
         else:
-            p.add_argument("--prompt", default=None, help="the text to continue (default: one per stdin line)")
+            p.add_argument("--prompt", default=None, metavar="TEXT",
+                           help="the text to continue (default: one per stdin line)")
         _add_decoding_args(p, defaults)
     a = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        return _run(a)
+    except (ValueError, OSError) as e:  # bad input (CheckpointError is a ValueError): one line, no traceback
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 2
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.filename is not None:
+        return f"{e.filename}: {e.strerror or type(e).__name__}"
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _run(a) -> int:
+    if not Path(a.checkpoint).exists():
+        raise ValueError(f"--checkpoint {a.checkpoint}: no such file or directory (a fairseq checkpoint.pt, an HF "
+                         "directory or a native .pt; `python -m data_prep.download --help` lists the released ones)")
+    if a.bpecodes is None and (a.mode == "text" or a.input_format == "text"):
+        a.bpecodes = find_bpecodes(a.checkpoint)
+        if a.bpecodes is None:
+            raise ValueError(f"{'text generation' if a.mode == 'text' else '--input-format text'} needs the "
+                             f"model's BPE codes: pass --bpecodes FILE (none found in or beside {a.checkpoint}: "
+                             "merges.txt, bpecodes)")
+        logging.getLogger("biogpt_train").info("BPE codes: %s", a.bpecodes)
 
     if a.mode == "task":
         decode_file(a.checkpoint, a.input, a.output, input_format=a.input_format, dict_path=a.dict_path,

@@ -164,20 +164,48 @@ def build_prefixes(sources: Sequence[Sequence[int]], prompt: Sequence[int], dict
                                    ellipsis_id=ellipsis, eos=dictionary.eos()) for s in sources]
 
 
+class DecodeProgress:
+    """`generate: 48/200 sentences (24%) | 310 tokens/s | ETA 0:01:02`, after the first batch, then at most every
+    `every_s` seconds, and at the end (a long decode never looks stuck; a short one prints two lines)."""
+
+    def __init__(self, total: int, every_s: float = 10.0):
+        self.total, self.every_s = total, every_s
+        self.done = self.tokens = 0
+        self.start = self.last = time.perf_counter()
+        self.printed = False
+
+    def add(self, sentences: int, new_tokens: int) -> None:
+        self.done += sentences
+        self.tokens += new_tokens
+        now = time.perf_counter()
+        if self.printed and now - self.last < self.every_s and self.done < self.total:
+            return
+        self.printed, self.last = True, now
+        spent = max(now - self.start, 1e-9)
+        eta = (self.total - self.done) * spent / max(self.done, 1)
+        logger.info("generate: %d/%d sentences (%.0f%%) | %.0f tokens/s | %.1f s%s", self.done, self.total,
+                    100 * self.done / max(self.total, 1), self.tokens / spent, spent,
+                    f" | ETA {int(eta) // 60}:{int(eta) % 60:02d}" if self.done < self.total else "")
+
+
 def decode_prefixes(model, prefixes: Sequence[Sequence[int]], *, batch_size: int = 16, log_every: int = 0,
-                    **gen_kwargs) -> List[List[int]]:
+                    progress: bool = False, **gen_kwargs) -> List[List[int]]:
     """``generate`` over batches of similar length (longest first); results in input order.
 
-    Batched decoding equals unbatched decoding, so batching only changes speed."""
+    Batched decoding equals unbatched decoding, so batching only changes speed. ``progress``: log sentences done,
+    generated tokens/s and an ETA (DecodeProgress); ``log_every``: also a line every that many batches."""
     gen_kwargs.setdefault("max_positions", model.cfg.max_positions)
     order = sorted(range(len(prefixes)), key=lambda i: -len(prefixes[i]))
     out: List[Optional[List[int]]] = [None] * len(prefixes)
     start = time.perf_counter()
+    meter = DecodeProgress(len(prefixes)) if progress else None
     for b, first in enumerate(range(0, len(order), batch_size)):
         idx = order[first:first + batch_size]
         for i, hyp in zip(idx, generate(model, [prefixes[i] for i in idx], **gen_kwargs)):
             out[i] = hyp
-        if log_every and (b + 1) % log_every == 0:
+        if meter is not None:
+            meter.add(len(idx), sum(len(out[i]) - len(prefixes[i]) for i in idx))
+        elif log_every and (b + 1) % log_every == 0:
             logger.info("generate: %d/%d examples, %.1f s", first + len(idx), len(order), time.perf_counter() - start)
     return out
 
@@ -189,7 +217,8 @@ def decode_lines(model, dictionary, lines: Sequence[str], *, prompt: Sequence[in
     (``Tokenizer.from_files``); ``input_is_bpe`` lines are used as they are (BioGPT's ``*.tok.bpe.x``)."""
     if not input_is_bpe:
         if tokenizer is None:
-            raise ValueError("raw text input needs a tokenizer (BPE codes); or pass input_is_bpe=True")
+            raise ValueError("raw text input needs the model's BPE codes (--bpecodes FILE; an HF directory's "
+                             "merges.txt is found by itself), or BPE'd input (--input-format bpe)")
         lines = tokenizer.bpe_encode_batch(list(lines))
     sources = [dictionary.encode_line(line, append_eos=True, add_if_not_exist=False) for line in lines]
     return decode_sources(model, dictionary, sources, prompt=prompt, max_source_positions=max_source_positions,
@@ -200,7 +229,7 @@ def decode_sources(model, dictionary, sources: Sequence[Sequence[int]], *, promp
                    max_source_positions: int, tokenizer=None, batch_size: int = 16, **gen_kwargs) -> List[str]:
     """Source ids (as binarised: ids + </s>) -> output lines (``*.detok`` text)."""
     prefixes = build_prefixes(sources, prompt, dictionary, max_source_positions)
-    hyps = decode_prefixes(model, prefixes, batch_size=batch_size, log_every=50,
+    hyps = decode_prefixes(model, prefixes, batch_size=batch_size, progress=True,
                            eos=dictionary.eos(), pad=dictionary.pad(), **gen_kwargs)
     detok = tokenizer.detokenize_bpe if tokenizer is not None else plain_detokenize
     return [detok(dictionary.string(h)) for h in hyps]
@@ -253,3 +282,14 @@ def generate_text(model, tokenizer, text: str, **gen_kwargs) -> str:
     if not prefix:
         raise ValueError("empty prompt text")
     return tokenizer.decode(generate(model, [prefix], **kwargs)[0])
+
+
+def find_bpecodes(checkpoint) -> Optional[Path]:
+    """The BPE codes that go with a checkpoint when none are given: an HF directory's merges.txt (the codes file
+    byte for byte) or bpecodes in it, else bpecodes beside a checkpoint file."""
+    path = Path(checkpoint)
+    folder = path if path.is_dir() else path.parent
+    for name in ("merges.txt", "bpecodes"):
+        if (folder / name).is_file():
+            return folder / name
+    return None

@@ -55,6 +55,9 @@ def run(cfg: DictConfig, run_dir: Path):
     unknown = [s for s in cfg.pipeline.stages if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown pipeline stage(s) {unknown}; known: {', '.join(STAGES)}")
+    from biogpt_train.pipeline import preflight
+
+    preflight.check(cfg, run_dir)  # every stage's inputs/outputs now, not after minutes of training
     if rank == 0:  # the resolved config, next to Hydra's unresolved .hydra/config.yaml
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(run_dir / "config.resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -70,6 +73,7 @@ def run(cfg: DictConfig, run_dir: Path):
         return None
     finally:
         distributed.destroy()
+    logger.info("run directory %s: stages %s done", run_dir, list(cfg.pipeline.stages))
     objective = cfg.pipeline.objective
     if objective:
         if objective not in results:

@@ -294,7 +294,7 @@ def _decode(cfg, model, prefixes, dictionary) -> list[list[int]]:
     if not prefixes:
         return []
     opts = _generation_options(cfg)
-    return decode_prefixes(model, prefixes, batch_size=int(cfg.generation.batch_size), log_every=50,
+    return decode_prefixes(model, prefixes, batch_size=int(cfg.generation.batch_size), progress=True,
                            max_positions=model.cfg.max_positions, eos=dictionary.eos(), pad=dictionary.pad(),
                            **opts)
 
@@ -338,13 +338,17 @@ def _data_setting(cfg, name: str, default=None):
     return settings.get(name, default)
 
 
-def resolve_gold(cfg, spec: TaskSpec, split: str, pmids: list[str], out_dir: Path, restrict: bool) -> Gold:
-    """The gold file for ``split``: evaluation.gold, else the task's rules in order (registry docstring)."""
+def resolve_gold(cfg, spec: TaskSpec, split: str, pmids: list[str], out_dir: Path, restrict: bool,
+                 dry: bool = False) -> Gold:
+    """The gold file for ``split``: evaluation.gold, else the task's rules in order (registry docstring).
+    ``dry``: only find the input the gold comes from (nothing derived or written; the run's start-up check)."""
     ev = cfg.evaluation
     if ev.gold:
         path = Path(ev.gold)
         if not path.is_file():
             raise FileNotFoundError(f"score: evaluation.gold={path} does not exist")
+        if dry:
+            return Gold(path, "evaluation.gold")
         return _restrict(spec, Gold(path, "evaluation.gold"), split, pmids, out_dir) if restrict else Gold(
             path, "evaluation.gold")
     raw_dir, raw_from = resolve_raw_dir(cfg, spec)
@@ -356,6 +360,8 @@ def resolve_gold(cfg, spec: TaskSpec, split: str, pmids: list[str], out_dir: Pat
             if not y.is_file():
                 tried.append(f"{y} (the prepared targets, to derive the gold from)")
                 continue
+            if dry:
+                return Gold(y, "prepared targets")
             return _derive_from_prepared(cfg, spec, split, pmids if restrict else None, out_dir)
         if raw_dir is None:
             tried.append(f"<raw_dir>/{rule.path} (no raw directory known: set evaluation.raw_dir)")
@@ -365,6 +371,8 @@ def resolve_gold(cfg, spec: TaskSpec, split: str, pmids: list[str], out_dir: Pat
             tried.append(str(src))
             continue
         name = rule.path.format(split=split, fold=fold)
+        if dry:
+            return Gold(src, f"raw file {name}")
         if rule.kind == "pqa_json":
             return _derive_pqa(src, name, split, pmids if restrict else None, out_dir)
         gold = Gold(src, f"raw file {name}")

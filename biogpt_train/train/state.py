@@ -49,7 +49,11 @@ class TrainState:
         t, c = self.trainer, self.trainer.cfg.checkpoint
         t.state = Counters(best=ts.get("best"), val_loss=ts.get("val_loss"),
                            skipped_updates=int(ts.get("skipped_updates", 0)), elapsed=float(ts.get("elapsed", 0)))
-        if not c.reset_optimizer:  # as fairseq, the update count (hence the LR) goes with the optimizer state
+        if not c.reset_optimizer and "optimizer" not in ts:  # an epoch/best checkpoint saved without it
+            logger.warning("the checkpoint has no optimizer state (checkpoint.save_optimizer_state_in_epoch_"
+                           "checkpoints=false): the optimizer starts fresh at update %s", ts["num_updates"])
+            t.state.num_updates = int(ts["num_updates"])
+        elif not c.reset_optimizer:  # as fairseq, the update count (hence the LR) goes with the optimizer state
             ckpt.load_optimizer_state(t.model, t.optimizer, ts["optimizer"])
             if t.scaler is not None and ts.get("scaler"):
                 t.scaler.load_state_dict(ts["scaler"])

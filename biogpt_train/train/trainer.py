@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -42,6 +43,8 @@ from biogpt_train.train.optim import build_optimizer, set_lr
 from biogpt_train.train.precision import DynamicLossScaler, autocast, default_scale_window, fp16_weights_mode
 from biogpt_train.distributed.parallelize import no_sync, parallelize
 from biogpt_train.checkpoint import training as ckpt
+from biogpt_train.train import progress
+from biogpt_train.train.resume import load_resume
 from biogpt_train.utils import set_seed
 
 logger = logging.getLogger("biogpt_train")
@@ -116,10 +119,11 @@ class Trainer:
     def _find_resume(self) -> dict | None:
         path = Path(self.cfg.checkpoint.restore_file)
         path = path if path.is_absolute() else self.save_dir / path
-        if not path.exists():
+        found = load_resume(path, self.save_dir)  # an unreadable file: the newest readable one, said so
+        if found is None:
             return None
+        obj, path = found
         logger.info("resuming from %s", path)
-        obj = ckpt.load_checkpoint_file(path)
         if obj["dictionary"] != self.dictionary.symbols:
             raise ValueError(f"{path}: its dictionary ({len(obj['dictionary'])} symbols) differs from "
                              f"{data_dirs(self.cfg)[0] / 'dict.txt'} + prompts ({len(self.dictionary)}); the data "
@@ -350,7 +354,7 @@ class Trainer:
                                     self.train_state.state_dict(epoch), tokenizer_files(self.cfg))  # collective (FSDP)
         if self.info.is_main:
             t0 = time.perf_counter()
-            paths = ckpt.write_checkpoint(obj, self.save_dir, names)
+            paths = write_with_light_copies(obj, self.save_dir, names, c.save_optimizer_state_in_epoch_checkpoints)
             ckpt.prune_checkpoints(self.save_dir, self.cfg)
             logger.info("saved %s (epoch %d, update %d, %.1f s)", ", ".join(p.name for p in paths), epoch,
                         self.state.num_updates, time.perf_counter() - t0)
@@ -365,9 +369,15 @@ class Trainer:
         return hours > 0 and self.elapsed() > hours * 3600
 
     def _on_signal(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.signal_received is not None:  # a second Ctrl-C: abort right now
+            logger.warning("second Ctrl-C: aborting without saving")
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+            return
         self.signal_received = signum
-        logger.warning("received %s: stopping after this update and saving checkpoint_last.pt",
-                       signal.Signals(signum).name)
+        logger.warning("received %s: stopping after this update and saving checkpoint_last.pt%s",
+                       signal.Signals(signum).name,
+                       "; press Ctrl-C again to abort without saving" if signum == signal.SIGINT else "")
 
     def _log_train(self, meter: IntervalMeter, split: str, epoch: int, last: dict, pos=None) -> None:
         metrics = meter.summary()
@@ -381,7 +391,7 @@ class Trainer:
         cfg, tc = self.cfg, self.cfg.trainer
         handlers = {}
         if threading.current_thread() is threading.main_thread():  # Python delivers signals to the main thread
-            handlers = {s: signal.signal(s, self._on_signal) for s in PREEMPTION_SIGNALS}
+            handlers = {s: signal.signal(s, self._on_signal) for s in (*PREEMPTION_SIGNALS, signal.SIGINT)}
         n_params = sum(p.numel() for p in self.raw_model.parameters())
         logger.info("model %s: %.1fM parameters, vocab %d, %d rank(s) on %s, %s; up to %d tokens per update",
                     cfg.model.arch, n_params / 1e6, len(self.dictionary), self.info.world_size, self.device,
@@ -389,6 +399,14 @@ class Trainer:
         interval, epoch_meter = IntervalMeter(), IntervalMeter()
         self.stop_signal = self.stop_time = False
         stop = tc.max_update > 0 and self.state.num_updates >= tc.max_update
+        done = progress.already_complete(cfg, self.state.num_updates, self.train_itr.next_epoch_idx)
+        if done and self.info.is_main:
+            logger.warning("train: %s is already complete (%s): nothing to train, later stages use its checkpoints. "
+                           "To train again use a new run_name=... or delete that directory; to train longer raise "
+                           "the budget", self.run_dir, done)
+        meter = progress.Progress(max_update=tc.max_update, max_epoch=tc.max_epoch, stop_time_hours=tc.stop_time_hours,
+                                  start_update=self.state.num_updates, elapsed_before=self.state.elapsed,
+                                  enabled=self.info.is_main and not done)
         try:
             while not stop and (tc.max_epoch == 0 or self.train_itr.next_epoch_idx <= tc.max_epoch):
                 epoch = self.train_itr.next_epoch_idx
@@ -399,6 +417,8 @@ class Trainer:
                 last = None
                 for samples in group(epoch_itr, tc.update_freq, cfg.data.skip_remainder_batch):
                     last = self.train_step(samples, epoch)
+                    meter.step(self.state.num_updates, epoch, epoch_itr.n, -(-len(epoch_itr) // tc.update_freq),
+                               base2(last["loss_sum"], last["ntokens"]) if last["ntokens"] else None)
                     interval.add(last)
                     epoch_meter.add(last)
                     if self.state.num_updates % cfg.logging.log_interval == 0 and not last["skipped"]:
@@ -417,13 +437,17 @@ class Trainer:
         if self.stop_signal:
             msg = (f"stopped by a signal at update {self.state.num_updates}; checkpoint saved in {self.save_dir}; "
                    "relaunch the same command to resume")
-            previous = handlers.get(self.signal_received)
+            previous = handlers.get(self.signal_received) if self.signal_received != signal.SIGINT else None
             if callable(previous):  # e.g. submitit's USR2 handler: it requeues the job, now that the checkpoint exists
                 logger.warning("%s", msg)
                 previous(self.signal_received, None)
             raise distributed.Preempted(msg, requeued=callable(previous))
-        return {"num_updates": self.state.num_updates, "best_loss": self.state.best,
-                "valid_loss": self.state.val_loss, "skipped_updates": self.state.skipped_updates}
+        result = {"num_updates": self.state.num_updates, "best_loss": self.state.best,
+                  "valid_loss": self.state.val_loss, "skipped_updates": self.state.skipped_updates}
+        if self.info.is_main and not done:
+            why = progress.stop_reason(cfg, self.state.num_updates, self.train_itr.next_epoch_idx, self.stop_time)
+            logger.info("%s", progress.summary(cfg, self.run_dir, self.save_dir, result, self.elapsed(), why))
+        return result
 
     def _validate_and_save(self, epoch: int, end_of_epoch: bool) -> bool:
         """fairseq's validate_and_save: returns whether training should stop."""
@@ -452,6 +476,19 @@ def train(cfg, run_dir: Path) -> dict:
     try:
         return trainer.train()
     except distributed.Preempted as e:
-        if info.is_main and cfg.distributed.requeue_on_signal and not e.requeued:
+        ctrl_c = trainer.signal_received == signal.SIGINT  # the user stopped it: no Slurm requeue
+        if info.is_main and cfg.distributed.requeue_on_signal and not e.requeued and not ctrl_c:
             distributed.requeue_slurm_job()
         raise
+
+
+def write_with_light_copies(obj: dict, save_dir: Path, names: list[str], keep_optimizer: bool) -> list[Path]:
+    """Write the checkpoint under `names`; epoch and best checkpoints (read by `average`/`generate`, not by resume)
+    leave the optimizer state out unless `keep_optimizer`: a third of the bytes for Adam."""
+    light = [] if keep_optimizer else [n for n in names if ckpt.EPOCH_RE.search(n) or n == "checkpoint_best.pt"]
+    full = [n for n in names if n not in light]
+    paths = ckpt.write_checkpoint(obj, save_dir, full) if full else []
+    if light:
+        ts = {k: v for k, v in obj["train_state"].items() if k != "optimizer"}
+        paths += ckpt.write_checkpoint(dict(obj, train_state=ts), save_dir, light)
+    return paths
