@@ -7,12 +7,13 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX_URL ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: install test run bench reproduce-mini collect clean help
+.PHONY: install test test-fast run bench bench-quick reproduce-mini collect clean help
 
 help:
 	@echo "make install         create .venv with torch ($(TORCH_SPEC)), fastBPE and the project (editable)"
 	@echo "make run             the built-in default: pretrain a small model on the shipped PubMed sample (CPU, minutes)"
-	@echo "make test            the whole test suite"
+	@echo "make test            the whole test suite (what CI runs)"
+	@echo "make test-fast       the quick tier: everything not marked slow (< 2 min on 2 quiet cores)"
 	@echo "make bench           throughput against transformers; writes bench/results/*.md"
 	@echo "make reproduce-mini  pretrain + fine-tune + decode + score on ../shared/data (CPU, < 30 min)"
 	@echo "make collect         gather every runs/**/results.json into runs/table.{md,csv}"
@@ -34,6 +35,10 @@ run: install
 
 test: install
 	$(PY) -m pytest -q
+
+# The developer loop: slow tests (real-data sweeps, subprocess runs, whole-corpus parity) are left to `make test`.
+test-fast: install
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -x -m "not slow" -p no:cacheprovider
 
 bench: install
 	$(PY) -m bench

@@ -238,6 +238,7 @@ def _encode_all(texts):
     return [tok.encode(t) + [2] for t in texts]
 
 
+@pytest.mark.slow
 def test_8k_abstract_corpus_every_document(tmp_path):
     """~8.1k real abstracts (OHSUMED jsonl + sy-wada txt) with workers=2: every document's ids equal
     Tokenizer.encode(text) + [2], in input order within each split."""

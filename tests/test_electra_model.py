@@ -11,7 +11,7 @@ import yaml
 from biogpt_train.models.electra import (ElectraDiscriminator, ElectraGenerator, EncoderConfig, EncoderConfigError,
                                          QAModel, SequenceClassifier, build_encoder, config_from_yaml_dict,
                                          generator_config, num_parameters, tie_electra_embeddings)
-from biogpt_train.train.electra_objective import ElectraPretraining, electra_loss, mask_tokens
+from biogpt_train.models.electra_pretraining import ElectraPretraining, electra_loss, mask_tokens
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 HF_CLASSES = {

@@ -158,7 +158,7 @@ def test_errors_name_the_problem(tmp_path):
 def test_pretraining_pair_exports_both_halves(tmp_path, single_torch_thread):
     import transformers
 
-    from biogpt_train.train.electra_objective import ElectraPretraining
+    from biogpt_train.models.electra_pretraining import ElectraPretraining
 
     torch.manual_seed(0)
     pair = ElectraPretraining(tiny_cfg(), mask_id=4, generator_size=0.5).eval()

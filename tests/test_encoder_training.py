@@ -16,6 +16,7 @@ import torch
 from biogpt_train import distributed
 from biogpt_train.config import compose
 from biogpt_train.models.electra import EncoderConfig, QAModel, build_encoder
+from biogpt_train.models.electra_pretraining import build_electra
 from biogpt_train.train.lr_schedulers import linear
 from biogpt_train.train.optim import build_optimizer, layer_depths, set_lr
 
@@ -97,7 +98,7 @@ def test_electra_pretrain_loss_is_the_mean_loss_times_tokens():
     from biogpt_train.train.objectives import electra_pretrain_loss
 
     torch.manual_seed(0)
-    model = build_encoder(tiny_cfg(), head="pretrain", mask_id=4, special_ids=(2, 3), generator_size=0.5)
+    model = build_electra(tiny_cfg(), head="pretrain", mask_id=4, special_ids=(2, 3), generator_size=0.5)
     assert model.cfg.embed_dim == 32 and len(model.blocks) == 4
     ids = torch.randint(5, 120, (2, 16))
     ids[:, 0], ids[:, -1] = 2, 3

@@ -525,3 +525,39 @@ def test_cli_task_decoding_shows_progress(task_files, caplog):
     lines = [r.getMessage() for r in caplog.records if "sentences (" in r.getMessage()]
     assert lines[0].startswith("generate: 2/4 sentences (50%) | ") and "tokens/s" in lines[0] and "ETA" in lines[0]
     assert lines[-1].startswith("generate: 4/4 sentences (100%)")
+
+
+def test_cli_and_pipeline_build_the_same_prefixes_in_prefix_mode(task_files, monkeypatch):
+    """A checkpoint trained with task.prefix: the generate CLI forces `prompt source <seqsep>`, as the pipeline's
+    generate stage does (one build_prefixes for both)."""
+    from omegaconf import OmegaConf
+
+    from biogpt_train.checkpoint.io import save_native
+    from biogpt_train.data.dictionary import Dictionary
+    from biogpt_train.generation import decode
+    from biogpt_train.generation.cli import main
+    from biogpt_train.pipeline.evaluate import _prefixes
+
+    d, _, base, lines = task_files
+    dictionary = Dictionary.load(d / "dict.txt")
+    dictionary.add_symbol("<seqsep>")
+    for k in (1, 2, 3):
+        dictionary.add_symbol(f"learned{k}")
+    model = make_model(vocab=len(dictionary), max_positions=64).float()
+    task = {"learned_prompt": 3, "max_source_positions": 6, "prefix": True, "sep_token": "<seqsep>"}
+    save_native(d / "prefix.pt", model, dictionary, cfg={"task": task})
+    seen = []
+    real = decode.decode_prefixes
+    monkeypatch.setattr(decode, "decode_prefixes", lambda m, prefixes, **kw: seen.extend(prefixes) or real(
+        m, prefixes, **kw))
+    assert main(["task", "--checkpoint", str(d / "prefix.pt"), "--input", str(d / "test.x"), "--output",
+                 str(d / "p.detok"), "--bpecodes", str(d / "bpecodes"), "--max-len-b", "30", "--device", "cpu"]) == 0
+    from biogpt_train.data.tokenizer import Tokenizer
+
+    tok = Tokenizer(dictionary, d / "bpecodes")
+    sources = [dictionary.encode_line(tok.bpe_encode(line), append_eos=True) for line in lines]
+    cfg = OmegaConf.create({"task": {**task, "manual_prompt": None, "learned_prompt_pattern": "learned"}})
+    expected = _prefixes(cfg, dictionary, sources)
+    sep, learned = dictionary.index("<seqsep>"), [dictionary.index(f"learned{k}") for k in (1, 2, 3)]
+    assert all(p[:3] == learned and p[-1] == sep for p in expected)  # BioGPT's prefix layout
+    assert seen == expected

@@ -155,13 +155,17 @@ def plain_detokenize(bpe_line: str) -> str:
 
 # --- task decoding -------------------------------------------------------------------------------------------
 def build_prefixes(sources: Sequence[Sequence[int]], prompt: Sequence[int], dictionary,
-                   max_source_positions: int) -> List[List[int]]:
-    """Source ids (with or without the trailing </s>) -> forced prefixes ``source(truncated) ⧺ prompt``."""
+                   max_source_positions: int, prefix: bool = False, sep_token: str = "<seqsep>") -> List[List[int]]:
+    """BioGPT's inference prefix per source (ids, with or without the trailing </s>): the source truncated to
+    max_source_positions with '...', then the prompt — or, for checkpoints trained with task.prefix,
+    ``prompt source <seqsep>``. The one rule for the generate CLI and the pipeline's generate stage."""
     from biogpt_train.data.prompt_dataset import build_inference_prefix
 
     ellipsis = dictionary.index("...")
-    return [build_inference_prefix(list(map(int, s)), prompt, max_source_positions=max_source_positions,
-                                   ellipsis_id=ellipsis, eos=dictionary.eos()) for s in sources]
+    sep = dictionary.index(sep_token) if prefix else None
+    return [build_inference_prefix(list(map(int, s)), prompt, max_source_positions=int(max_source_positions),
+                                   ellipsis_id=ellipsis, eos=dictionary.eos(), prefix=bool(prefix), sep_id=sep)
+            for s in sources]
 
 
 class DecodeProgress:
@@ -212,7 +216,7 @@ def decode_prefixes(model, prefixes: Sequence[Sequence[int]], *, batch_size: int
 
 def decode_lines(model, dictionary, lines: Sequence[str], *, prompt: Sequence[int] = (),
                  max_source_positions: int, tokenizer=None, input_is_bpe: bool = False, batch_size: int = 16,
-                 **gen_kwargs) -> List[str]:
+                 prefix: bool = False, sep_token: str = "<seqsep>", **gen_kwargs) -> List[str]:
     """Source lines -> output lines (``*.detok`` text). Raw text is Moses-tokenised and BPE'd by ``tokenizer``
     (``Tokenizer.from_files``); ``input_is_bpe`` lines are used as they are (BioGPT's ``*.tok.bpe.x``)."""
     if not input_is_bpe:
@@ -222,13 +226,15 @@ def decode_lines(model, dictionary, lines: Sequence[str], *, prompt: Sequence[in
         lines = tokenizer.bpe_encode_batch(list(lines))
     sources = [dictionary.encode_line(line, append_eos=True, add_if_not_exist=False) for line in lines]
     return decode_sources(model, dictionary, sources, prompt=prompt, max_source_positions=max_source_positions,
-                          tokenizer=tokenizer, batch_size=batch_size, **gen_kwargs)
+                          tokenizer=tokenizer, batch_size=batch_size, prefix=prefix, sep_token=sep_token,
+                          **gen_kwargs)
 
 
 def decode_sources(model, dictionary, sources: Sequence[Sequence[int]], *, prompt: Sequence[int] = (),
-                   max_source_positions: int, tokenizer=None, batch_size: int = 16, **gen_kwargs) -> List[str]:
+                   max_source_positions: int, tokenizer=None, batch_size: int = 16, prefix: bool = False,
+                   sep_token: str = "<seqsep>", **gen_kwargs) -> List[str]:
     """Source ids (as binarised: ids + </s>) -> output lines (``*.detok`` text)."""
-    prefixes = build_prefixes(sources, prompt, dictionary, max_source_positions)
+    prefixes = build_prefixes(sources, prompt, dictionary, max_source_positions, prefix, sep_token)
     hyps = decode_prefixes(model, prefixes, batch_size=batch_size, progress=True,
                            eos=dictionary.eos(), pad=dictionary.pad(), **gen_kwargs)
     detok = tokenizer.detokenize_bpe if tokenizer is not None else plain_detokenize
@@ -257,7 +263,8 @@ def decode_file(checkpoint, input, output, *, input_format: str = "text", dict_p
                              "max_source_positions (BioGPT: 640 for relation extraction, 900 for HoC)")
     t0 = time.perf_counter()
     tokenizer = _make_tokenizer(dictionary, bpecodes)
-    common = dict(prompt=prompt, max_source_positions=max_source_positions, tokenizer=tokenizer,
+    prefix_mode = dict(prefix=bool(_task_option(cfg, "prefix")), sep_token=_task_option(cfg, "sep_token") or "<seqsep>")
+    common = dict(prompt=prompt, max_source_positions=max_source_positions, tokenizer=tokenizer, **prefix_mode,
                   batch_size=batch_size, **gen_kwargs)
     if input_format == "bin":
         from biogpt_train.data.indexed_dataset import MMapIndexedDataset

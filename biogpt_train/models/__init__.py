@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping, Optional
 import torch.nn as nn
 
 from biogpt_train.models import biogpt, electra, llama
-from biogpt_train.train.electra_objective import ElectraPretraining  # head "pretrain" (generator + discriminator)
+from biogpt_train.models.electra_pretraining import ElectraPretraining, build_electra
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class Family:
 FAMILIES: dict[str, Family] = {
     "biogpt": Family(biogpt.ModelConfig, biogpt.TransformerLM, (biogpt.TransformerLM,), "bpe", ("biogpt",)),
     "llama": Family(llama.LlamaConfig, llama.Llama, (llama.Llama,), "sentencepiece", ("llama",)),
-    "electra": Family(electra.EncoderConfig, electra.build_encoder,
+    "electra": Family(electra.EncoderConfig, build_electra,
                       (electra.QAModel, electra.ElectraDiscriminator, electra.ElectraGenerator,
                        electra.SequenceClassifier, ElectraPretraining), "wordpiece", ("electra", "bert"),
                       causal=False),

@@ -377,15 +377,9 @@ class SequenceClassifier(_WithBody):
 HEADS = {"qa": QAModel, "rtd": ElectraDiscriminator, "mlm": ElectraGenerator, "cls": SequenceClassifier}
 
 
-def build_encoder(cfg: EncoderConfig, head: str = "qa", num_labels: Optional[int] = None, **pretrain) -> nn.Module:
-    """One of HEADS by name; ``num_labels`` only for "cls". ``head="pretrain"``: generator + discriminator
-    (train/electra_objective.ElectraPretraining; ``pretrain`` holds its keyword arguments, mask_id among them)."""
-    if head == "pretrain":
-        from biogpt_train.train.electra_objective import ElectraPretraining  # it imports this module
-
-        return ElectraPretraining(cfg, **pretrain)
-    if pretrain:
-        raise EncoderConfigError(f"options {sorted(pretrain)} apply to head 'pretrain' only, not {head!r}")
+def build_encoder(cfg: EncoderConfig, head: str = "qa", num_labels: Optional[int] = None) -> nn.Module:
+    """One of HEADS by name; ``num_labels`` only for "cls". (Generator + discriminator for ELECTRA pretraining:
+    ``models/electra_pretraining.py``, head "pretrain" in the family table.)"""
     if head not in HEADS:
         raise EncoderConfigError(f"unknown encoder head {head!r}; known: {list(HEADS)} or 'pretrain'")
     if head == "cls":

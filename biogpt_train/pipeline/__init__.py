@@ -38,12 +38,25 @@ def _lazy(module: str, name: str) -> Stage:
     return stage
 
 
+def _by_task(name: str) -> Stage:
+    """Evaluation stages: extractive QA tasks (encoders) have their own (pipeline/qa_eval.py)."""
+
+    def stage(cfg: DictConfig, run_dir: Path):
+        from biogpt_train.data.encoder_data import QA_TASKS
+
+        module = "biogpt_train.pipeline.qa_eval" if str(cfg.task.name) in QA_TASKS else "biogpt_train.pipeline.evaluate"
+        return getattr(importlib.import_module(module), name)(cfg, run_dir)
+
+    stage.__qualname__ = f"evaluation.{name}"
+    return stage
+
+
 STAGES: dict[str, Stage] = {
     "prepare": _lazy("biogpt_train.pipeline.prepare", "prepare"),
     "train": _lazy("biogpt_train.train.trainer", "train"),
     "average": _lazy("biogpt_train.pipeline.average", "average"),
-    "generate": _lazy("biogpt_train.pipeline.evaluate", "generate"),
-    "score": _lazy("biogpt_train.pipeline.evaluate", "score"),
+    "generate": _by_task("generate"),
+    "score": _by_task("score"),
 }
 
 

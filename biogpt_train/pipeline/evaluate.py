@@ -47,7 +47,6 @@ from typing import Any, Dict, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from biogpt_train.data.encoder_data import QA_TASKS
 from biogpt_train.tasks.registry import TaskSpec, get_task
 from biogpt_train.utils import atomic_write, sha256_file
 
@@ -183,11 +182,7 @@ def _load_model(cfg, ckpt_path: Path, device, dtype: str):
 
 
 def generate(cfg: DictConfig, run_dir: Path) -> dict:
-    """The `generate` pipeline stage (module docstring); extractive QA tasks: pipeline/qa_eval.py."""
-    if str(cfg.task.name) in QA_TASKS:
-        from biogpt_train.pipeline import qa_eval
-
-        return qa_eval.generate(cfg, run_dir)
+    """The `generate` pipeline stage (module docstring); extractive QA tasks have pipeline/qa_eval.py's."""
     from biogpt_train import distributed
     from biogpt_train.data.indexed_dataset import MMapIndexedDataset, dataset_exists
 
@@ -274,17 +269,13 @@ def _reusable(out: dict[str, Path], key: dict) -> bool:
 
 
 def _prefixes(cfg, dictionary, sources) -> list[list[int]]:
-    """BioGPT's inference prefix per example: source (ids + </s> as binarised) truncated to max_source_positions
-    with '...', without its </s>, then the prompt (or ``prompt source <seqsep>`` with task.prefix)."""
-    from biogpt_train.data.prompt_dataset import build_inference_prefix, prompt_ids
+    """BioGPT's inference prefix per example (generation/decode.py build_prefixes, as the generate CLI)."""
+    from biogpt_train.data.prompt_dataset import prompt_ids
+    from biogpt_train.generation.decode import build_prefixes
 
     t = cfg.task
     prompt = prompt_ids(dictionary, t.manual_prompt, t.learned_prompt, t.learned_prompt_pattern)
-    sep = dictionary.index(t.sep_token) if t.prefix else None
-    ellipsis = dictionary.index("...")
-    return [build_inference_prefix([int(x) for x in s], prompt, max_source_positions=int(t.max_source_positions),
-                                   ellipsis_id=ellipsis, eos=dictionary.eos(), prefix=bool(t.prefix), sep_id=sep)
-            for s in sources]
+    return build_prefixes(sources, prompt, dictionary, int(t.max_source_positions), bool(t.prefix), t.sep_token)
 
 
 def _decode(cfg, model, prefixes, dictionary) -> list[list[int]]:
@@ -493,10 +484,6 @@ def scorer_options(cfg, spec: TaskSpec) -> dict:
 # --- score -----------------------------------------------------------------------------------------------------
 def score(cfg: DictConfig, run_dir: Path) -> dict:
     """The `score` pipeline stage (module docstring). Rank 0 scores; the others read its results."""
-    if str(cfg.task.name) in QA_TASKS:
-        from biogpt_train.pipeline import qa_eval
-
-        return qa_eval.score(cfg, run_dir)
     from biogpt_train import distributed
 
     run_dir = Path(run_dir)

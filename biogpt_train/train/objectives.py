@@ -9,7 +9,7 @@ OBJECTIVES maps a task name to its objective; tasks not listed train with the ne
   over the features; ntokens = features, so an update is the per-feature mean. Positions outside the sequence
   are clamped to T and ignored, as transformers does.
 - `electra_pretrain` (electra_pretraining): ELECTRA's loss `gen_weight * mean MLM + disc_weight * mean RTD` of
-  the micro-batch (train/electra_objective.py), multiplied by its non-pad token count, with ntokens = that count.
+  the micro-batch (models/electra_pretraining.py), multiplied by its non-pad token count, with ntokens = that count.
   With one micro-batch on one rank this is exactly ELECTRA's loss; across micro-batches and ranks it is their
   token-weighted mean (exact for the RTD term, whose mean is over tokens; the MLM term's mean is over masked
   positions, ~15% of the tokens of each row, so its weighting is the same up to rounding).

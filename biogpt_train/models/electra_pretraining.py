@@ -27,7 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from biogpt_train.models.electra import (ElectraDiscriminator, ElectraGenerator, EncoderConfig, generator_config,
+from biogpt_train.models.electra import (ElectraDiscriminator, ElectraGenerator, EncoderConfig, EncoderConfigError,
+                                         build_encoder, generator_config,
                                          tie_electra_embeddings)
 
 
@@ -153,3 +154,13 @@ class ElectraPretraining(nn.Module):
 
     def forward(self, batch: dict, rng: Optional[torch.Generator] = None):
         return electra_loss(self.generator, self.discriminator, batch, rng=rng, **self.kw)
+
+
+def build_electra(cfg: EncoderConfig, head: str = "qa", num_labels: Optional[int] = None, **pretrain) -> nn.Module:
+    """The electra family's builder: an encoder with one of electra.HEADS, or with ``head="pretrain"`` the
+    generator + discriminator pair (``pretrain`` holds ElectraPretraining's keyword arguments, mask_id among them)."""
+    if head == "pretrain":
+        return ElectraPretraining(cfg, **pretrain)
+    if pretrain:
+        raise EncoderConfigError(f"options {sorted(pretrain)} apply to head 'pretrain' only, not {head!r}")
+    return build_encoder(cfg, head, num_labels)
