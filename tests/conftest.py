@@ -39,3 +39,9 @@ def single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def transformers():
+    """The HF reference (a dev extra): only the tests that compare against it skip when it is absent."""
+    return pytest.importorskip("transformers")

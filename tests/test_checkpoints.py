@@ -13,8 +13,6 @@ from biogpt_train.models.biogpt import ModelConfig, TransformerLM
 
 from conftest import require_shared
 
-transformers = pytest.importorskip("transformers")
-
 WORDS = ["the", "of", ".", ",", "hel@@", "lo", "cell@@", "s", "protein", "gene", "and", "in", "@-@", "&apos;",
          "learned", "ca@@", "ncer", "madeupword0000", "madeupword0001", "madeupword0002"]
 BPECODES = "h e 100\nhe l 90\nl o</w> 80\nc e 70\nce l 60\ncel l 50\nt h 40\nth e</w> 30\n"
@@ -117,7 +115,7 @@ def test_fairseq_without_cfg_is_read_from_shapes(tmp_path):
         ck.load_dictionary(loaded)
 
 
-def test_hf_to_native_to_hf_round_trip(tmp_path):
+def test_hf_to_native_to_hf_round_trip(transformers, tmp_path):
     model = random_model()
     hf = transformers.BioGptForCausalLM(transformers.BioGptConfig(**{
         k: v for k, v in ck.hf_config(CFG).items() if k not in ("architectures", "model_type")}))
@@ -145,7 +143,7 @@ def test_hf_to_native_to_hf_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("legacy_args", [False, True])
-def test_finetuned_fairseq_with_learned_prompts_exports_to_transformers(tmp_path, capsys, legacy_args):
+def test_finetuned_fairseq_with_learned_prompts_exports_to_transformers(transformers, tmp_path, capsys, legacy_args):
     ft_cfg = ModelConfig(**{**CFG.__dict__, "vocab_size": CFG.vocab_size + 9})
     model = random_model(ft_cfg, seed=1)
     folder = tmp_path / "QA-PubMedQA-BioGPT"
@@ -230,7 +228,7 @@ def test_garbage_is_none_of_the_formats(tmp_path):
         ck.read_checkpoint(tmp_path / "missing.pt")
 
 
-def test_weights_without_a_tokenizer_convert_with_a_warning(tmp_path, caplog):
+def test_weights_without_a_tokenizer_convert_with_a_warning(transformers, tmp_path, caplog):
     """A fairseq checkpoint.pt with nothing beside it, and an HF directory saved with save_pretrained only."""
     model = random_model()
     write_fairseq(tmp_path / "alone" / "checkpoint.pt", model)
@@ -252,7 +250,7 @@ def test_weights_without_a_tokenizer_convert_with_a_warning(tmp_path, caplog):
     assert (tmp_path / "hf2" / "merges.txt").read_bytes() == codes.read_bytes()
 
 
-def test_hf_vocab_shorter_than_the_embedding_loads_with_named_rows(tmp_path, caplog):
+def test_hf_vocab_shorter_than_the_embedding_loads_with_named_rows(transformers, tmp_path, caplog):
     """Fine-tuned hub models (BioGPT-Large-PubMedQA) keep the learned prompt rows out of vocab.json."""
     d, codes = write_tokenizer_files(tmp_path / "tok")
     n_learned = 3
@@ -279,7 +277,7 @@ def test_hf_vocab_shorter_than_the_embedding_loads_with_named_rows(tmp_path, cap
     assert convert_main([str(tmp_path / "hf"), str(tmp_path / "n.pt")]) == 0  # convert works too
 
 
-def test_native_checkpoints_carry_the_bpe_codes_and_round_trip_hf_byte_for_byte(tmp_path):
+def test_native_checkpoints_carry_the_bpe_codes_and_round_trip_hf_byte_for_byte(transformers, tmp_path):
     d, codes = write_tokenizer_files(tmp_path / "tok")
     model = random_model()
     ck.export_hf(model, d, codes, tmp_path / "hf")
@@ -297,7 +295,7 @@ def test_native_checkpoints_carry_the_bpe_codes_and_round_trip_hf_byte_for_byte(
     assert tok.convert_tokens_to_ids("protein</w>") == Dictionary.load(d).index("protein")
 
 
-def test_llama_and_encoder_checkpoints_load_and_convert(tmp_path):
+def test_llama_and_encoder_checkpoints_load_and_convert(transformers, tmp_path):
     """load_pretrained / convert detect the family from config.json (HF) or the native file."""
     from biogpt_train.checkpoint.hf_encoder import save_hf_encoder
     from biogpt_train.checkpoint.hf_llama import save_hf_llama
@@ -361,7 +359,7 @@ SENTENCES = [
 
 
 @pytest.mark.shared_data
-def test_exported_vocab_gives_fairseq_ids_on_real_biogpt_files(tmp_path):
+def test_exported_vocab_gives_fairseq_ids_on_real_biogpt_files(transformers, tmp_path):
     dict_txt = require_shared("tokenizer", "BioGPT", "dict.txt")
     codes = require_shared("tokenizer", "BioGPT", "bpecodes")
     fastBPE = pytest.importorskip("fastBPE")

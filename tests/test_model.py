@@ -8,8 +8,6 @@ import torch
 from biogpt_train.models.presets import get_preset, preset_names
 from biogpt_train.models.biogpt import ModelConfig, TransformerLM, make_positions
 
-transformers = pytest.importorskip("transformers")
-
 PAD, EOS = 1, 2
 CONFIGS = {
     "2L-d32-h4": ModelConfig(vocab_size=101, embed_dim=32, layers=2, heads=4, ffn_dim=64, max_positions=64),
@@ -18,7 +16,7 @@ CONFIGS = {
 }
 
 
-def hf_config(cfg: ModelConfig):
+def hf_config(transformers, cfg: ModelConfig):
     # layer_norm_eps is left at HF's default 1e-12 on purpose: HF's BioGPT ignores it (see test_hf_layer_norm_eps)
     return transformers.BioGptConfig(
         vocab_size=cfg.vocab_size, hidden_size=cfg.embed_dim, num_hidden_layers=cfg.layers,
@@ -37,14 +35,19 @@ def to_hf_keys(sd):
     return out
 
 
-def make_pair(cfg: ModelConfig, seed=0):
+def make_ours(cfg: ModelConfig, seed=0):
     torch.manual_seed(seed)
     ours = TransformerLM(cfg).eval()
     with torch.no_grad():  # biases and LayerNorm affine params are 0/1 at init; randomise so they are exercised
         for name, p in ours.named_parameters():
             if name.endswith("bias") or "layer_norm" in name:
                 p.add_(torch.randn_like(p) * 0.1)
-    hf = transformers.BioGptForCausalLM(hf_config(cfg)).eval()
+    return ours
+
+
+def make_pair(transformers, cfg: ModelConfig, seed=0):
+    ours = make_ours(cfg, seed)
+    hf = transformers.BioGptForCausalLM(hf_config(transformers, cfg)).eval()
     hf.load_state_dict(to_hf_keys(ours.state_dict()), strict=True)
     return ours, hf
 
@@ -60,9 +63,9 @@ def random_batch(cfg, lengths, seed=1):
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_logits_match_transformers_with_right_padding(name):
+def test_logits_match_transformers_with_right_padding(transformers, name):
     cfg = CONFIGS[name]
-    ours, hf = make_pair(cfg)
+    ours, hf = make_pair(transformers, cfg)
     tokens = random_batch(cfg, [17, 11, 5, 17])
     mask = tokens.ne(PAD)
     with torch.no_grad():
@@ -75,16 +78,16 @@ def test_logits_match_transformers_with_right_padding(name):
     assert torch.isfinite(a).all()
 
 
-def test_logits_match_transformers_without_padding_all_positions():
+def test_logits_match_transformers_without_padding_all_positions(transformers):
     cfg = CONFIGS["2L-d32-h4"]
-    ours, hf = make_pair(cfg, seed=3)
+    ours, hf = make_pair(transformers, cfg, seed=3)
     tokens = random_batch(cfg, [cfg.max_positions, cfg.max_positions])  # the full position table
     with torch.no_grad():
         assert (ours(tokens) - hf(tokens).logits).abs().max().item() <= 1e-5
 
 
-def test_hf_layer_norm_eps_is_ignored_and_ours_is_1e5():
-    ours, hf = make_pair(CONFIGS["2L-d32-h4"])
+def test_hf_layer_norm_eps_is_ignored_and_ours_is_1e5(transformers):
+    ours, hf = make_pair(transformers, CONFIGS["2L-d32-h4"])
     assert hf.config.layer_norm_eps == 1e-12
     hf_eps = {m.eps for m in hf.modules() if isinstance(m, torch.nn.LayerNorm)}
     our_eps = {m.eps for m in ours.modules() if isinstance(m, torch.nn.LayerNorm)}
@@ -98,7 +101,7 @@ def test_make_positions_fairseq_semantics():
 
 def test_left_padding_gives_unpadded_logits_and_no_nan():
     cfg = CONFIGS["2L-d32-h4"]
-    ours, _ = make_pair(cfg)
+    ours = make_ours(cfg)
     seq = random_batch(cfg, [6])[0]
     left = torch.cat([torch.full((3,), PAD), seq])[None]
     all_pad = torch.full((1, 9), PAD)
@@ -169,9 +172,9 @@ def greedy(model, prefix, steps, use_cache):
     return tokens
 
 
-def test_greedy_generation_with_and_without_cache_matches_transformers():
+def test_greedy_generation_with_and_without_cache_matches_transformers(transformers):
     cfg = ModelConfig(vocab_size=80, embed_dim=32, layers=2, heads=4, ffn_dim=64, max_positions=64)
-    ours, hf = make_pair(cfg, seed=3)
+    ours, hf = make_pair(transformers, cfg, seed=3)
     with torch.no_grad():
         # with tied random embeddings "repeat the last token" wins every step; stronger attention, FFN and
         # positions give a varied greedy path, so the cache is really exercised
@@ -195,7 +198,7 @@ def test_greedy_generation_with_and_without_cache_matches_transformers():
 
 def test_cache_prefill_and_reorder_match_full_forward():
     cfg = CONFIGS["3L-d48-h3"]
-    ours, _ = make_pair(cfg)
+    ours = make_ours(cfg)
     tokens = random_batch(cfg, [12, 12], seed=4)
     with torch.no_grad():
         full = ours(tokens)
@@ -233,23 +236,37 @@ def test_resize_vocab_keeps_rows_and_tying():
         model.resize_vocab(10)
 
 
-def test_dropout_active_in_train_mode_only_and_bf16_autocast():
-    cfg = CONFIGS["2L-d32-h4"]
-    model = TransformerLM(cfg)
-    tokens = random_batch(cfg, [10, 10])
-    model.train()
-    assert not torch.equal(model(tokens), model(tokens))
-    model.eval()
+@pytest.mark.parametrize("knob", ["dropout", "attention_dropout", "activation_dropout"])
+def test_each_dropout_setting_acts_in_training_only(knob):
+    """Each of the config's three dropouts is wired to its own place, and none acts in eval mode (the SDPA call
+    must pass dropout_p=0 outside training): with one rate at 0.5, eval logits equal the no-dropout model's,
+    train logits differ from them (and between two forwards)."""
+    base = ModelConfig(vocab_size=50, embed_dim=32, layers=2, heads=4, ffn_dim=64, max_positions=32, dropout=0.0,
+                       attention_dropout=0.0, activation_dropout=0.0)
+    plain = make_ours(base)
+    noisy = TransformerLM(ModelConfig(**{**base.__dict__, knob: 0.5}))
+    noisy.load_state_dict(plain.state_dict())
+    tokens = random_batch(base, [12, 9])
     with torch.no_grad():
-        assert torch.equal(model(tokens), model(tokens))
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            low = model(tokens)
-        assert low.dtype == torch.bfloat16 and torch.isfinite(low.float()).all()
+        ref = plain.train()(tokens)  # no dropout configured: training mode changes nothing
+        assert torch.equal(ref, plain.eval()(tokens))
+        assert torch.equal(noisy.eval()(tokens), ref)
+        noisy.train()
+        a, b = noisy(tokens), noisy(tokens)
+    assert not torch.equal(a, ref) and not torch.equal(a, b)
 
 
-def test_backward_gives_no_gradient_to_padding_rows():
-    cfg = CONFIGS["2L-d32-h4"]
+def test_pad_position_row_gets_no_gradient_and_resize_keeps_padding_idx():
+    """fairseq's Embedding(padding_idx=pad) with the configured pad id: the pad position row (used by every pad
+    token) stays zero through training; resize_vocab's new token embedding keeps padding_idx. (The token pad row
+    does get gradient, through the tied output projection's pad logit, as in fairseq.)"""
+    cfg = ModelConfig(vocab_size=30, embed_dim=16, layers=1, heads=2, ffn_dim=32, max_positions=16, padding_idx=3)
     model = TransformerLM(cfg)
-    tokens = random_batch(cfg, [10, 6])
-    model(tokens).float().logsumexp(-1).sum().backward()
-    assert model.decoder.embed_positions.weight.grad[PAD].abs().sum() == 0
+    model.resize_vocab(40)
+    assert model.decoder.embed_tokens.padding_idx == 3
+    tokens = torch.tensor([[2, 5, 39, 3, 3], [2, 7, 8, 9, 3]])  # pad id 3: position row 3 for the pads
+    model(tokens).logsumexp(-1).sum().backward()
+    pos = model.decoder.embed_positions
+    assert pos.padding_idx == 3 and pos.weight[3].abs().sum() == 0
+    assert pos.weight.grad[3].abs().sum() == 0
+    assert pos.weight.grad.abs().sum(-1).gt(0).tolist()[4:9] == [True] * 4 + [False]  # rows of positions 1..4
