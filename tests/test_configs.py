@@ -113,14 +113,23 @@ def test_run_id_is_deterministic():
     assert run_id("optim.lr=0.001") != run_id("optim.lr=0.002")
 
 
-def test_schema_defaults_are_factories():
-    """No shared mutable defaults (fairseq's Python 3.11 breakage): two instances never share a list/section."""
-    a, b = Config(), Config()
-    assert a.optim.betas is not b.optim.betas and a.pipeline.stages is not b.pipeline.stages and a.model is not b.model
+def test_cli_from_another_directory_finds_conf_and_anchors_paths_at_the_repo(tmp_path):
+    """Launched from any working directory, `python -m biogpt_train` composes conf/ (an experiment group
+    included) and its default paths point into the checkout, not the cwd; `--cfg` writes nothing there."""
+    import os
+    import subprocess
+    import sys
 
-
-def test_conf_dir_is_absolute():
-    assert Path(CONF_DIR).is_absolute() and (Path(CONF_DIR) / "config.yaml").exists()
+    repo = CONF_DIR.parent
+    env = dict(os.environ, PYTHONPATH=str(repo))
+    out = subprocess.run([sys.executable, "-m", "biogpt_train", "--cfg", "job", "--resolve", "+experiment=smoke"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    cfg = yaml.safe_load(out.stdout)
+    assert cfg["run_name"] == "smoke"
+    assert cfg["paths"]["root"] == str(repo) and cfg["paths"]["runs"] == str(repo / "runs")
+    assert Path(cfg["paths"]["data"]).is_absolute() and Path(cfg["paths"]["data"]).parent == repo
+    assert list(tmp_path.iterdir()) == []
 
 
 def _leaf_keys(node, prefix=""):
