@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 from scipy.stats import binom
 
@@ -33,8 +32,19 @@ def test_bootstrap_over_seeds_requires_the_same_documents():
     b = {"kind": "mean", "values": [1, 0]}
     with pytest.raises(ValueError, match="different numbers"):
         bootstrap.bootstrap_ci_over_seeds([a, b])
-    low, high = bootstrap.bootstrap_ci_over_seeds([a, a], samples=500)
-    assert 0.0 <= low <= high <= 100.0
+    # one seed repeated: exactly the single-seed interval (same resamples for the same seed)
+    assert bootstrap.bootstrap_ci_over_seeds([a, a], samples=500, seed=3) == bootstrap.bootstrap_ci(
+        a, samples=500, seed=3)
+
+
+def test_bootstrap_over_seeds_resamples_the_same_documents_for_every_seed():
+    # seed 2 is right exactly where seed 1 is wrong: every document averages to 50 %, so resampling documents
+    # (shared across seeds) gives a zero-width interval; independent resamples per seed would not
+    values = [1, 0, 0, 1, 1, 0, 1, 0, 0, 0]
+    a = {"kind": "mean", "values": values}
+    b = {"kind": "mean", "values": [1 - v for v in values]}
+    assert bootstrap.bootstrap_ci_over_seeds([a, b], samples=300) == pytest.approx((50.0, 50.0))
+    assert bootstrap.bootstrap_ci(a, samples=300)[1] - bootstrap.bootstrap_ci(a, samples=300)[0] > 20
 
 
 def test_contamination_finds_a_shared_13_gram(tmp_path):
@@ -63,4 +73,7 @@ def test_contamination_words_unescape_moses_and_lowercase():
 def test_bootstrap_rejects_unknown_kinds():
     with pytest.raises(ValueError, match="unknown units kind"):
         bootstrap.bootstrap_ci({"kind": "median", "values": [1]})
-    assert np.isfinite(bootstrap.point_estimate({"kind": "mean", "values": [0.5]}))
+    assert bootstrap.point_estimate({"kind": "mean", "values": [0.5, 0.25]}) == pytest.approx(37.5)
+    assert bootstrap.point_estimate({"kind": "mean", "values": [0.5, 0.25], "scale": 1.0}) == pytest.approx(0.375)
+    with pytest.raises(ValueError, match="empty set"):
+        bootstrap.bootstrap_ci({"kind": "mean", "values": []})
