@@ -24,6 +24,13 @@ def runs(tmp_path_factory):
     return root, data
 
 
+@pytest.fixture(scope="module")
+def ddp_run(runs):
+    """The 2-rank DDP run, launched once and shared: the FSDP test compares with it whatever ran before."""
+    root, data = runs
+    return _torchrun(root, data, "ddp")
+
+
 def _model(run_dir):
     return torch.load(run_dir / "checkpoints" / "checkpoint_last.pt", weights_only=True)["model"]
 
@@ -40,14 +47,15 @@ def _assert_params_close(a, b, skip=NOISE_ONLY, atol=1e-6):
 
 
 def _torchrun(root, data, run_id, **extra):
-    run_cli(tiny_overrides(data, root / "runs", **EXTRA, **extra), torchrun=2, env_extra={"BIOGPT_RUN_ID": run_id})
-    return root / "runs" / "default" / run_id
+    runs = root / f"runs_{run_id}"  # one parent per launch: what both ranks create there is checked
+    run_cli(tiny_overrides(data, runs, **EXTRA, **extra), torchrun=2, env_extra={"BIOGPT_RUN_ID": run_id})
+    return runs / "default" / run_id
 
 
 @pytest.mark.slow
-def test_ddp_two_ranks_equal_one_rank_with_update_freq_2(runs):
-    root, data = runs
-    run_dir = _torchrun(root, data, "ddp")
+def test_ddp_two_ranks_equal_one_rank_with_update_freq_2(runs, ddp_run):
+    root, _ = runs
+    run_dir = ddp_run
     ref = root / "uf2"
     _assert_params_close(_model(run_dir), _model(ref))
     got, want = read_metrics(run_dir), read_metrics(ref)
@@ -58,17 +66,16 @@ def test_ddp_two_ranks_equal_one_rank_with_update_freq_2(runs):
     # one run directory for both ranks: one .hydra/ (rank 0), a log file per rank
     assert (run_dir / ".hydra").is_dir() and (run_dir / "train_rank0.log").exists()
     assert (run_dir / "train_rank1.log").exists()
-    assert [p.name for p in (root / "runs" / "default").iterdir()] == ["ddp"]
+    assert [p.name for p in run_dir.parent.iterdir()] == ["ddp"]
 
 
 @pytest.mark.slow
-def test_fsdp_two_ranks_match_ddp(runs):
+def test_fsdp_two_ranks_match_ddp(runs, ddp_run):
     root, data = runs
     run_dir = _torchrun(root, data, "fsdp", distributed="fsdp")
     _assert_params_close(_model(run_dir), _model(root / "uf2"))
-    ddp = root / "runs" / "default" / "ddp"
-    if ddp.exists():  # FSDP vs DDP: same reduction order, so every parameter agrees
-        _assert_params_close(_model(run_dir), _model(ddp), skip=())
+    # FSDP vs DDP: same reduction order, so every parameter agrees
+    _assert_params_close(_model(run_dir), _model(ddp_run), skip=())
     state = torch.load(run_dir / "checkpoints" / "checkpoint_last.pt", weights_only=True)["train_state"]
     emb = state["optimizer"]["state"]["decoder.embed_tokens.weight"]["exp_avg"]
     assert emb.shape == (64, 64)  # the full (gathered) optimizer state, keyed by parameter name
