@@ -145,3 +145,27 @@ def numpy_seed(seed, *addl_seeds) -> Iterator[None]:
         yield
     finally:
         np.random.set_state(state)
+
+
+def file_entry(path: PathLike) -> dict:
+    """What results files record of an input: resolved path, size and sha256 (an HF directory: each file's)."""
+    path = Path(path)
+    if path.is_dir():
+        return {"path": str(path.resolve()),
+                "sha256": {p.name: sha256_file(p) for p in sorted(path.iterdir()) if p.is_file()}}
+    return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def json_safe(x):
+    """Plain JSON values: NaN/inf -> None (JSON has none), numpy scalars -> Python, dict keys -> str."""
+    import math
+
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {str(k): json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    if hasattr(x, "item") and not isinstance(x, (str, bytes)):  # numpy / torch scalars
+        return json_safe(x.item())
+    return x

@@ -216,7 +216,7 @@ def synthetic_qa(out: Path, seed: int = 0) -> Path:
 
 @pytest.mark.slow
 def test_trainer_qa_end_to_end(tmp_path):
-    from biogpt_train.pipeline import evaluate
+    from biogpt_train import pipeline
     from biogpt_train.train.trainer import Trainer
 
     data = synthetic_qa(tmp_path / "qa")
@@ -230,8 +230,8 @@ def test_trainer_qa_end_to_end(tmp_path):
     assert tr._epoch_limited_updates() == 4 * 8  # 64 features / 8 per batch, 4 epochs: the linear schedule's total
     out = tr.train()
     assert out["num_updates"] == 32
-    evaluate.generate(cfg, run)
-    res = evaluate.score(cfg, run)
+    pipeline.STAGES["generate"](cfg, run)  # QA tasks: pipeline/qa_eval.py
+    res = pipeline.STAGES["score"](cfg, run)
     results = json.loads((run / "results.json").read_text())
     assert results["table_metrics"] == ["strict", "lenient", "mrr", "exact", "f1"]
     assert results["primary_metric"] == "mrr" and results["metric_units"]["mrr"]["kind"] == "mean"

@@ -44,7 +44,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import math
 import platform
 import random
 from collections import Counter
@@ -53,7 +52,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from biogpt_train.evaluation.loglikelihood import loglikelihood
-from biogpt_train.utils import atomic_write, sha256_file
+from biogpt_train.utils import atomic_write, file_entry, json_safe, sha256_file
 
 logger = logging.getLogger("biogpt_train")
 
@@ -362,24 +361,6 @@ def evaluate_multiple_choice(model, tokenizer, task, split_path, *, num_fewshot:
 
 
 # --- results.json ----------------------------------------------------------------------------------------------
-def _file_entry(path) -> dict:
-    path = Path(path)
-    if path.is_dir():  # HF directory: hash its files
-        return {"path": str(path.resolve()),
-                "sha256": {p.name: sha256_file(p) for p in sorted(path.iterdir()) if p.is_file()}}
-    return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
-
-
-def _json_safe(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    return x
-
-
 def default_group(model_label: str, task: str, num_fewshot: int) -> str:
     """Results of one model, task and shot count; few-shot seeds of it average in one collect row."""
     return f"{model_label}:{task}:loglikelihood:{num_fewshot}-shot"
@@ -396,7 +377,7 @@ def write_results(result: dict, path, *, model_label: str, group: Optional[str] 
     opts = result["options"]
     group = group or default_group(model_label, result["task"], opts["num_fewshot"])
     pred_path = path.with_name(path.stem + ".predictions.jsonl")
-    atomic_write(pred_path, "".join(json.dumps(_json_safe(p), ensure_ascii=False) + "\n"
+    atomic_write(pred_path, "".join(json.dumps(json_safe(p), ensure_ascii=False) + "\n"
                                     for p in result["predictions"]))
     files = {str(Path(result["split_path"]).resolve()): sha256_file(result["split_path"])}
     if opts.get("fewshot_path"):
@@ -420,7 +401,7 @@ def write_results(result: dict, path, *, model_label: str, group: Optional[str] 
         "baseline": result["baseline"],
         "paper": None,  # the paper's numbers are fine-tuned generative ones; nothing comparable
         "overrides": [],
-        "checkpoint": None if checkpoint is None else _file_entry(checkpoint),
+        "checkpoint": None if checkpoint is None else file_entry(checkpoint),
         "data": {"files": files, "examples_in_split": metrics["n"]},
         "gold": {"path": str(Path(result["split_path"]).resolve()), "sha256": sha256_file(result["split_path"]),
                  "how": "labels in the data file"},
@@ -431,7 +412,7 @@ def write_results(result: dict, path, *, model_label: str, group: Optional[str] 
         "software": _software(),
         **(extra or {}),
     }
-    atomic_write(path, json.dumps(_json_safe(out), indent=1, ensure_ascii=False) + "\n")
+    atomic_write(path, json.dumps(json_safe(out), indent=1, ensure_ascii=False) + "\n")
     return path
 
 

@@ -20,10 +20,8 @@ fairseq-preprocess produced). Prompt and ``max_source_positions`` default to the
 
 from __future__ import annotations
 
-import argparse
 import functools
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import List, Mapping, Optional, Sequence

@@ -35,7 +35,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import math
 import os
 import platform
 import re
@@ -43,12 +42,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
 from biogpt_train.tasks.registry import TaskSpec, get_task
-from biogpt_train.utils import atomic_write, sha256_file
+from biogpt_train.utils import atomic_write, file_entry, json_safe, sha256_file
 
 logger = logging.getLogger("biogpt_train")
 
@@ -94,17 +93,7 @@ def _read_manifest(directory: Path) -> dict:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
 
 
-def _file_entry(path: Path) -> dict:
-    path = Path(path)
-    return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
-
-
-def _checkpoint_entry(path: Path) -> dict:
-    path = Path(path)
-    if path.is_dir():  # HF directory: hash the weight files
-        files = sorted(p for p in path.iterdir() if p.is_file())
-        return {"path": str(path.resolve()), "sha256": {p.name: sha256_file(p) for p in files}}
-    return _file_entry(path)
+_checkpoint_entry = file_entry  # results.json's record of the checkpoint (file or HF directory)
 
 
 # --- generate --------------------------------------------------------------------------------------------------
@@ -672,22 +661,10 @@ def default_group(run_name: str, overrides: list[str]) -> str:
 def _resolved(cfg) -> dict:
     from biogpt_train.config import resolved_dict
 
-    out = resolved_dict(cfg)
-    if "evaluation" not in out:  # the group is not registered in the schema yet: record the values used
-        out["evaluation"] = OmegaConf.to_container(cfg.evaluation, resolve=True)
-    return out
+    return resolved_dict(cfg)
 
 
-def _json_safe(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if hasattr(x, "item") and not isinstance(x, (str, bytes)):  # numpy scalars
-        return _json_safe(x.item())
-    return x
+_json_safe = json_safe
 
 
 def _now() -> str:

@@ -137,8 +137,10 @@ def check(cfg: DictConfig, run_dir: Path) -> None:
             raise PreflightError(f"generate: generation.checkpoint={target} does not exist and no stage of this run "
                                  f"writes it (pipeline.stages={stages}); add `train`/`average` to the stages or give"
                                  " generation.checkpoint=<an existing checkpoint>")
-    if "score" in stages or "generate" in stages:
-        _check_evaluation_inputs(cfg, stages)
+    from biogpt_train.data.encoder_data import QA_TASKS
+
+    if ("score" in stages or "generate" in stages) and str(cfg.task.name) not in QA_TASKS:
+        _check_evaluation_inputs(cfg, stages)  # extractive QA reads its SQuAD JSON splits (pipeline/qa_eval.py)
 
 
 def _check_evaluation_inputs(cfg, stages: list) -> None:
