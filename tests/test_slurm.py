@@ -54,6 +54,7 @@ def test_detect_env_reads_slurm_and_exports_torchrun_variables(clean_env):
     assert env["MASTER_ADDR"] == "gpu01"  # first host of the node list, parsed without scontrol
     assert env["MASTER_PORT"] == str(20000 + 123456 % 20000) == "23456"  # per job: concurrent jobs do not collide
     assert (env["RANK"], env["LOCAL_RANK"], env["WORLD_SIZE"]) == ("5", "1", "8")
+    clean_env.setattr(distributed, "_INFO", None)  # before init (another test may have run it in this process)
     assert distributed.info() == distributed.DistInfo(5, 1, 8)
 
 
