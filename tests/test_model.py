@@ -253,3 +253,43 @@ def test_backward_gives_no_gradient_to_padding_rows():
     tokens = random_batch(cfg, [10, 6])
     model(tokens).float().logsumexp(-1).sum().backward()
     assert model.decoder.embed_positions.weight.grad[PAD].abs().sum() == 0
+
+
+def test_attention_mask_one_rule_for_cached_and_uncached():
+    from biogpt_train.model.transformer_lm import attention_mask
+
+    tokens = torch.tensor([[PAD, EOS, 5, 6], [EOS, 7, PAD, PAD]])
+    assert attention_mask(tokens) == (None, True)  # no pad handling: SDPA's causal kernel
+    assert attention_mask(tokens[:, :1], start=3) == (None, False)  # one new token sees the whole cache
+    mask, causal = attention_mask(tokens[:, :2], start=2)
+    assert not causal and mask.tolist() == [[True, True, True, False], [True, True, True, True]]
+    mask, _ = attention_mask(tokens, pad=PAD)
+    assert mask.shape == (2, 1, 4, 4)
+    assert mask[0, 0].tolist() == [[True, False, False, False], [False, True, False, False],
+                                   [False, True, True, False], [False, True, True, True]]
+    assert mask[1, 0, 3].tolist() == [True, True, False, True]  # a pad query sees itself
+
+
+def test_right_padding_needs_no_pad_mask_and_features_are_the_final_layer_norm():
+    cfg = CONFIGS["2L-d32-h4"]
+    ours, _ = make_pair(cfg)
+    tokens = random_batch(cfg, [13, 9, 4])
+    real = tokens.ne(PAD)
+    with torch.no_grad():
+        masked = ours(tokens)
+        causal = ours(tokens, pad_mask=False)
+        feats = ours(tokens, pad_mask=False, features_only=True)
+    assert (masked - causal)[real].abs().max().item() <= 1e-5
+    assert torch.equal(ours.decoder.output_projection(feats), causal)
+
+
+@pytest.mark.slow
+def test_whole_model_compiles_as_one_graph_and_equals_eager():
+    cfg = CONFIGS["2L-d32-h4"]
+    ours, _ = make_pair(cfg)
+    tokens = random_batch(cfg, [17, 11, 5, 17])
+    compiled = torch.compile(ours, fullgraph=True, dynamic=False)  # fullgraph: a graph break is an error
+    with torch.no_grad():
+        for pad_mask in (True, False):
+            eager = ours(tokens, pad_mask=pad_mask)
+            torch.testing.assert_close(compiled(tokens, pad_mask=pad_mask), eager, rtol=1e-5, atol=1e-5)

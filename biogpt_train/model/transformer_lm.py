@@ -39,6 +39,25 @@ def make_positions(tokens: torch.Tensor, padding_idx: int) -> torch.Tensor:
     return torch.cumsum(mask, dim=1) * mask + padding_idx
 
 
+def attention_mask(tokens: torch.Tensor, start: int = 0, pad: int | None = None):
+    """The one mask rule for cached and uncached forwards: (attn_mask, is_causal) for SDPA.
+
+    Query i (absolute position start + i) sees keys 0..start + i. With `pad`, keys that are pads in `tokens`
+    are hidden too, except the query itself, so a row whose keys are all pads gives no NaN (only outputs at pad
+    positions change, and those are ignored). Built from shapes only: no host sync, no data-dependent branch.
+    """
+    T = tokens.size(1)
+    if pad is None and (start == 0 or T == 1):
+        return None, start == 0 and T > 1  # plain causal (or one new token that sees the whole cache)
+    device = tokens.device
+    keys = torch.arange(start + T, device=device)
+    queries = torch.arange(start, start + T, device=device)[:, None]
+    visible = keys <= queries  # [T, start + T]
+    if pad is not None:  # only without a cache: cached keys never hold pads
+        visible = (visible & tokens.ne(pad)[:, None, None, :]) | (keys == queries)  # [B, 1, T, T]
+    return visible, False
+
+
 class KVCache:
     """Keys and values of every layer for incremental decoding, preallocated to `max_len` positions."""
 
@@ -165,32 +184,27 @@ class TransformerLM(nn.Module):
             # q/k/v biases, fc1, fc2 and LayerNorms keep PyTorch's default init, as in fairseq
 
     # --- forward -----------------------------------------------------------------------------------------
-    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """tokens [B, T] -> logits [B, T, V]. With `cache`, tokens (no pads) are appended after cache.length."""
+    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None, *, pad_mask: bool = True,
+                features_only: bool = False) -> torch.Tensor:
+        """tokens [B, T] -> logits [B, T, V] (or the final-LayerNorm features [B, T, d] with `features_only`).
+
+        With `cache`, tokens (no pads) are appended after cache.length. `pad_mask=False` promises that no pad
+        precedes a real token (right padding, as every training batch here): real positions then see no pad under
+        the causal mask alone, so SDPA runs its causal kernel; outputs at real positions are the same.
+        No host sync and no data-dependent branch: the whole forward compiles as one graph.
+        """
         dec, pad = self.decoder, self.cfg.padding_idx
         B, T = tokens.shape
-        end = T if cache is None else cache.length + T
-        if end > self.cfg.max_positions:  # checked on shapes, so no device sync
-            raise ValueError(f"{end} positions exceed max_positions={self.cfg.max_positions}")
-        attn_mask, is_causal = None, False
+        start = 0 if cache is None else cache.length
+        if start + T > self.cfg.max_positions:  # checked on shapes, so no device sync
+            raise ValueError(f"{start + T} positions exceed max_positions={self.cfg.max_positions}")
         if cache is None:
             positions = make_positions(tokens, pad)
-            key_pad = tokens.eq(pad)
-            if key_pad.any():  # like fairseq, build a padding mask only when there are pads
-                causal = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
-                # a query may always see itself, so a row whose keys are all pads gives no NaN;
-                # this only changes outputs at pad positions (which are ignored)
-                eye = torch.eye(T, dtype=torch.bool, device=tokens.device)
-                attn_mask = (causal & ~key_pad[:, None, None, :]) | eye  # [B, 1, T, T]
-            else:
-                is_causal = True
         else:
-            start = cache.length
             if start + T > cache.max_len:
                 raise ValueError(f"KV cache holds {cache.max_len} positions; cannot append {T} after {start}")
-            positions = torch.arange(start, start + T, device=tokens.device).expand(B, T) + pad + 1
-            if T > 1:  # new queries see every cached key plus the causal part of the new block
-                attn_mask = torch.ones(T, start + T, dtype=torch.bool, device=tokens.device).tril(diagonal=start)
+            positions = torch.arange(start + pad + 1, start + pad + 1 + T, device=tokens.device).expand(B, T)
+        attn_mask, is_causal = attention_mask(tokens, start, pad if pad_mask and cache is None else None)
 
         x = dec.embed_scale * dec.embed_tokens(tokens) + dec.embed_positions(positions)
         x = F.dropout(x, self.cfg.dropout, self.training)
@@ -199,7 +213,7 @@ class TransformerLM(nn.Module):
         x = dec.layer_norm(x)
         if cache is not None:
             cache.length += T
-        return dec.output_projection(x)
+        return x if features_only else dec.output_projection(x)
 
     # --- utilities ---------------------------------------------------------------------------------------
     def make_cache(self, batch_size: int, max_len: int, dtype: torch.dtype | None = None) -> KVCache:
