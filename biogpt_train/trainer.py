@@ -40,7 +40,8 @@ from biogpt_train.model.transformer_lm import ModelConfig, TransformerLM
 from biogpt_train.optim.lr_schedulers import get_lr
 from biogpt_train.optim.optimizer import build_optimizer, set_lr
 from biogpt_train.optim.precision import DynamicLossScaler, autocast, default_scale_window
-from biogpt_train.parallelize import no_sync, parallelize
+from biogpt_train.parallelize import FSDPModule, no_sync, parallelize
+from biogpt_train.train.loss import linear_cross_entropy
 from biogpt_train import train_checkpoint as ckpt
 from biogpt_train.utils import set_seed
 
@@ -248,11 +249,16 @@ class Trainer:
     def _loss(self, sample: dict) -> torch.Tensor:
         tokens = sample["net_input"]["src_tokens"].to(self.device, non_blocking=True)
         target = sample["target"].to(self.device, non_blocking=True)
+        pad = self.dictionary.pad()
+        # collate pads on the right: the causal mask alone is exact at real positions (SDPA's causal kernel)
         with autocast(self.cfg.trainer.precision, self.device):
-            logits = self.model(tokens)
+            if not isinstance(self.model, FSDPModule):  # FSDP's output projection is sharded outside forward
+                h = self.model(tokens, pad_mask=False, features_only=True)
+                return linear_cross_entropy(h, self.raw_model.decoder.output_projection.weight, target, pad)
+            logits = self.model(tokens, pad_mask=False)
         # fairseq: log_softmax in fp32, summed NLL over non-pad targets
-        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), target.view(-1),
-                               ignore_index=self.dictionary.pad(), reduction="sum")
+        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), target.view(-1), ignore_index=pad,
+                               reduction="sum")
 
     def lr(self, epoch: int) -> float:
         sc = dict(self.cfg.lr_scheduler)
@@ -314,9 +320,8 @@ class Trainer:
             norm = norm.full_tensor()
         clip = self.cfg.optim.clip_norm
         if clip > 0:  # fairseq: grads * min(1, max_norm / (norm + 1e-6)), the factor computed in fp32
-            coef = float((clip / (norm + 1e-6)).clamp(max=1.0))
-            if coef < 1.0:
-                torch._foreach_mul_(grads, coef)
+            # multiplied on the device without reading it (x * 1.0 == x exactly): no host sync
+            torch._foreach_mul_(grads, (clip / (norm + 1e-6)).clamp(max=1.0))
         return float(norm)
 
     def _skip_update(self, loss_sum: float, gnorm: float) -> None:

@@ -24,8 +24,8 @@ def param_groups(model: torch.nn.Module, weight_decay: float, decay_all_params: 
 
 def build_adam(model: torch.nn.Module, cfg, device: torch.device) -> torch.optim.Optimizer:
     impl = str(cfg.impl)
-    if impl == "auto":
-        impl = "fused" if device.type == "cuda" else "foreach"
+    if impl == "auto":  # fused: one kernel over all tensors (CPU too since torch 2.4; ~10x foreach there)
+        impl = "fused" if device.type in ("cuda", "cpu") else "foreach"
     kwargs = {"fused": True} if impl == "fused" else {"foreach": impl == "foreach"}
     return torch.optim.AdamW(
         param_groups(model, cfg.weight_decay, cfg.decay_all_params),
