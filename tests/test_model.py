@@ -293,3 +293,20 @@ def test_whole_model_compiles_as_one_graph_and_equals_eager():
         for pad_mask in (True, False):
             eager = ours(tokens, pad_mask=pad_mask)
             torch.testing.assert_close(compiled(tokens, pad_mask=pad_mask), eager, rtol=1e-5, atol=1e-5)
+
+
+def test_training_attention_equals_sdpa_without_dropout_and_drops_with_it():
+    import torch.nn.functional as F
+
+    from biogpt_train.model.transformer_lm import attention_mask, dropout_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 9, 8, generator=g) for _ in range(3))
+    tokens = torch.tensor([[PAD, PAD, 5, 6, 7, 8, 9, 10, 11], [5, 6, 7, 8, 9, PAD, PAD, PAD, PAD]])
+    for pad in (None, PAD):
+        mask, causal = attention_mask(tokens, pad=pad)
+        want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+        torch.testing.assert_close(dropout_attention(q, k, v, mask, causal, 0.0), want, rtol=1e-5, atol=1e-6)
+    torch.manual_seed(0)
+    dropped = dropout_attention(q, k, v, None, True, 0.5)
+    assert torch.isfinite(dropped).all() and not torch.allclose(dropped, want)

@@ -58,6 +58,22 @@ def attention_mask(tokens: torch.Tensor, start: int = 0, pad: int | None = None)
     return visible, False
 
 
+def dropout_attention(q, k, v, attn_mask, is_causal: bool, p: float) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hd) + mask) with dropout p, times v: fairseq's training attention.
+
+    SDPA's math fallback (its only path with dropout on CPU) adds "safe softmax" passes (isneginf/all/where) and
+    builds the causal mask each call; our masks always leave a query its own key, so a plain softmax is exact.
+    (Splitting the queries into blocks to skip the masked upper triangle did not pay on CPU: measured, removed.)
+    """
+    T, S = q.size(-2), k.size(-2)
+    scores = torch.matmul(q * q.size(-1) ** -0.5, k.transpose(-1, -2))
+    if is_causal:
+        attn_mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril()
+    if attn_mask is not None:
+        scores = scores.masked_fill_(~attn_mask, float("-inf"))
+    return torch.matmul(F.dropout(torch.softmax(scores, dim=-1), p, True), v)
+
+
 class KVCache:
     """Keys and values of every layer for incremental decoding, preallocated to `max_len` positions."""
 
@@ -115,9 +131,10 @@ class SelfAttention(nn.Module):
         q, k, v = (p(x).view(B, T, self.heads, -1).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
         if cache is not None:
             k, v = cache.update(layer, k, v)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
-        )
+        if self.training and self.dropout > 0:
+            y = dropout_attention(q, k, v, attn_mask, is_causal, self.dropout)
+        else:  # SDPA's fused kernels (flash on CPU and GPU) have no dropout
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
         return self.out_proj(y.transpose(1, 2).reshape(B, T, d))
 
 

@@ -23,28 +23,37 @@ class _LinearCrossEntropy(torch.autograd.Function):
         needs_h = grad_enabled and ctx.needs_input_grad[0]
         needs_w = grad_enabled and ctx.needs_input_grad[1]
         grad_h = torch.empty_like(hc) if needs_h else None
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if needs_w else None
+        grad_w = None
         loss = torch.zeros((), dtype=torch.float32, device=h.device)
         for start in range(0, hc.size(0), chunk_rows):
             x, t = hc[start:start + chunk_rows], target[start:start + chunk_rows]
-            logits = torch.mm(x, w.t()).float()
-            lse = torch.logsumexp(logits, dim=-1)
+            logits = torch.mm(x, w.t())
+            # ONE exponential pass over [n, V] (they dominate on CPU): the fp32 softmax p. log-sum-exp is then
+            # read off the row maximum, whose p >= 1/V cannot underflow: lse = max - log(p[argmax]).
+            top, arg = logits.max(dim=-1, keepdim=True)
+            p = torch.softmax(logits, dim=-1, dtype=torch.float32)
             valid = t.ne(ignore_index)
-            t = t.masked_fill(~valid, 0)
-            picked = logits.gather(1, t[:, None]).squeeze(1)
-            loss += torch.where(valid, lse - picked, 0.0).sum()
-            if needs_h or needs_w:
-                g = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
-                g.scatter_add_(1, t[:, None], torch.full_like(picked[:, None], -1.0))
-                g.mul_(valid[:, None])
-                g = g.to(compute_dtype)
-                if needs_h:
-                    torch.mm(g, w, out=grad_h[start:start + chunk_rows])
-                if needs_w:
-                    if compute_dtype == torch.float32:
-                        grad_w.addmm_(g.t(), x)
-                    else:
-                        grad_w += torch.mm(g.t(), x)
+            t = t.masked_fill(~valid, 0)[:, None]
+            lse = top.float() - p.gather(1, arg).log()
+            loss += torch.where(valid, (lse - logits.gather(1, t).float()).squeeze(1), 0.0).sum()
+            if not (needs_h or needs_w):
+                continue
+            # d loss / d logits = p - onehot(target) on valid rows. The row mask is applied to the [n, d] operands
+            # of the two matmuls rather than to the [n, V] gradient (one pass less over it).
+            p_t = p.gather(1, t)
+            del logits
+            g = p if compute_dtype == torch.float32 else p.to(compute_dtype)
+            g.scatter_(1, t, (p_t - 1.0).to(g.dtype))  # the target entry, computed in fp32
+            keep = valid[:, None].to(compute_dtype)
+            if needs_h:
+                torch.mul(torch.mm(g, w), keep, out=grad_h[start:start + chunk_rows])
+            if needs_w:
+                if grad_w is None:  # first chunk: no zero-filled accumulator
+                    grad_w = torch.mm(g.t(), x * keep)
+                elif grad_w.dtype == torch.float32 and compute_dtype == torch.float32:
+                    grad_w.addmm_(g.t(), x * keep)
+                else:  # low precision: sum the chunks in fp32
+                    grad_w = grad_w.float().add_(torch.mm(g.t(), x * keep))
         ctx.save_for_backward(grad_h, grad_w)
         ctx.dtypes = (h.dtype, weight.dtype)
         return loss
@@ -53,10 +62,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         grad_h, grad_w = ctx.saved_tensors
         h_dtype, w_dtype = ctx.dtypes
+        # scale and cast in one pass: out= takes the result in the parameter's dtype
         if grad_h is not None:
-            grad_h = (grad_h * grad_loss).to(h_dtype)
+            grad_h = torch.mul(grad_h, grad_loss, out=torch.empty(grad_h.shape, dtype=h_dtype, device=grad_h.device))
         if grad_w is not None:
-            grad_w = (grad_w * grad_loss).to(w_dtype)
+            grad_w = torch.mul(grad_w, grad_loss, out=torch.empty(grad_w.shape, dtype=w_dtype, device=grad_w.device))
         return grad_h, grad_w, None, None, None, None, None
 
 
