@@ -7,13 +7,14 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX_URL ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: install test run bench reproduce-mini collect clean help
+.PHONY: install test run bench bench-quick reproduce-mini collect clean help
 
 help:
 	@echo "make install         create .venv with torch ($(TORCH_SPEC)), fastBPE and the project (editable)"
 	@echo "make run             the built-in default: pretrain a small model on the shipped PubMed sample (CPU, minutes)"
 	@echo "make test            the whole test suite"
-	@echo "make bench           throughput against transformers; writes bench/results/*.md"
+	@echo "make bench           throughput against transformers (interleaved, medians); writes bench/results/README.md"
+	@echo "make bench-quick     the small configurations only (< 3 min); writes bench/results/quick.md"
 	@echo "make reproduce-mini  pretrain + fine-tune + decode + score on ../shared/data (CPU, < 30 min)"
 	@echo "make collect         gather every runs/**/results.json into runs/table.{md,csv}"
 
@@ -37,6 +38,9 @@ test: install
 
 bench: install
 	$(PY) -m bench
+
+bench-quick: install
+	$(PY) -m bench --quick
 
 reproduce-mini: install
 	$(PY) -m experiments.reproduce_mini
