@@ -15,12 +15,6 @@ import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
-try:  # the class fully_shard mixes into a module (torch >= 2.6); a placeholder that nothing is an instance of
-    from torch.distributed.fsdp import FSDPModule
-except ImportError:
-    class FSDPModule:  # noqa: D101
-        pass
-
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
     return model.decoder.layers

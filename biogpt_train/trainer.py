@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from biogpt_train import distributed
 from biogpt_train.checkpoints import read_checkpoint
@@ -40,8 +39,7 @@ from biogpt_train.model.transformer_lm import ModelConfig, TransformerLM
 from biogpt_train.optim.lr_schedulers import get_lr
 from biogpt_train.optim.optimizer import build_optimizer, set_lr
 from biogpt_train.optim.precision import DynamicLossScaler, autocast, default_scale_window
-from biogpt_train.parallelize import FSDPModule, no_sync, parallelize
-from biogpt_train.train.loss import linear_cross_entropy
+from biogpt_train.parallelize import no_sync, parallelize
 from biogpt_train import train_checkpoint as ckpt
 from biogpt_train.utils import set_seed
 
@@ -249,16 +247,10 @@ class Trainer:
     def _loss(self, sample: dict) -> torch.Tensor:
         tokens = sample["net_input"]["src_tokens"].to(self.device, non_blocking=True)
         target = sample["target"].to(self.device, non_blocking=True)
-        pad = self.dictionary.pad()
-        # collate pads on the right: the causal mask alone is exact at real positions (SDPA's causal kernel)
+        # fairseq's loss: fp32 log-softmax, NLL summed over non-pad targets (fused with the output projection).
+        # Collate pads on the right, so the causal mask alone is exact at real positions (SDPA's causal kernel).
         with autocast(self.cfg.trainer.precision, self.device):
-            if not isinstance(self.model, FSDPModule):  # FSDP's output projection is sharded outside forward
-                h = self.model(tokens, pad_mask=False, features_only=True)
-                return linear_cross_entropy(h, self.raw_model.decoder.output_projection.weight, target, pad)
-            logits = self.model(tokens, pad_mask=False)
-        # fairseq: log_softmax in fp32, summed NLL over non-pad targets
-        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), target.view(-1), ignore_index=pad,
-                               reduction="sum")
+            return self.model(tokens, pad_mask=False, target=target)
 
     def lr(self, epoch: int) -> float:
         sc = dict(self.cfg.lr_scheduler)

@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from biogpt_train.train.loss import linear_cross_entropy
+
 
 @dataclass
 class ModelConfig:
@@ -202,8 +204,12 @@ class TransformerLM(nn.Module):
 
     # --- forward -----------------------------------------------------------------------------------------
     def forward(self, tokens: torch.Tensor, cache: KVCache | None = None, *, pad_mask: bool = True,
-                features_only: bool = False) -> torch.Tensor:
+                features_only: bool = False, target: torch.Tensor | None = None) -> torch.Tensor:
         """tokens [B, T] -> logits [B, T, V] (or the final-LayerNorm features [B, T, d] with `features_only`).
+
+        With `target` [B, T]: the summed cross-entropy over non-pad targets (fairseq's training loss), computed
+        with the output projection in row chunks (biogpt_train.train.loss) so no [B, T, V] logits exist at once.
+        Inside forward so that DDP and FSDP (which unshards the tied weight only during forward) run it alike.
 
         With `cache`, tokens (no pads) are appended after cache.length. `pad_mask=False` promises that no pad
         precedes a real token (right padding, as every training batch here): real positions then see no pad under
@@ -230,6 +236,8 @@ class TransformerLM(nn.Module):
         x = dec.layer_norm(x)
         if cache is not None:
             cache.length += T
+        if target is not None:
+            return linear_cross_entropy(x, dec.output_projection.weight, target, pad)
         return x if features_only else dec.output_projection(x)
 
     # --- utilities ---------------------------------------------------------------------------------------
