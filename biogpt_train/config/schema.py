@@ -48,7 +48,7 @@ class OptimizerName(StrEnum):
 
 
 class AdamImpl(StrEnum):
-    auto = "auto"  # fused on CUDA, foreach otherwise
+    auto = "auto"  # fused on CUDA and CPU (one kernel; ~10x foreach on CPU), foreach otherwise
     fused = "fused"
     foreach = "foreach"
     for_loop = "for_loop"
