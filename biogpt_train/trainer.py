@@ -281,15 +281,20 @@ class Trainer:
         local = torch.tensor([0.0, ntokens, nsentences, self.signal_received is not None, self._out_of_time()],
                              dtype=torch.float64, device=self.device)
         local[0] = loss_acc
-        stats = distributed.all_reduce_sum(local).tolist()
-        loss_sum, ntokens, nsentences = stats[0], int(stats[1]), int(stats[2])
-        self.stop_signal, self.stop_time = stats[3] > 0, stats[4] > 0
+        stats = distributed.all_reduce_sum(local)
 
-        # DDP/FSDP averaged over W ranks: W / total gives the per-token mean of the whole update
+        # DDP/FSDP averaged over W ranks: W / total gives the per-token mean of the whole update. The factor stays
+        # on the device (the same float64 arithmetic, then fp32 as a Python scalar would be): the update reads the
+        # host once, below, for the loss, counts, flags and norm together
         grads = [p.grad for p in self.params if p.grad is not None]
-        if ntokens > 0:
-            torch._foreach_mul_(grads, self.info.world_size / (ntokens * scale))
-        gnorm = self._grad_norm_and_clip(grads)
+        if grads:
+            total = stats[1]
+            factor = torch.where(total > 0, self.info.world_size / (total * scale), 1.0).float()
+            torch._foreach_mul_(grads, factor)
+        norm = self._grad_norm_and_clip(grads)
+        stats = torch.cat([stats, norm.to(stats)[None]]).tolist()
+        loss_sum, ntokens, nsentences, gnorm = stats[0], int(stats[1]), int(stats[2]), stats[5]
+        self.stop_signal, self.stop_time = stats[3] > 0, stats[4] > 0
         finite = math.isfinite(gnorm) and math.isfinite(loss_sum)
         out = {"loss_sum": loss_sum, "ntokens": ntokens, "nsentences": nsentences, "gnorm": gnorm, "lr": lr,
                "loss_scale": scale, "skipped": not finite}
@@ -303,9 +308,10 @@ class Trainer:
         self.state.nonfinite_in_a_row = 0
         return out
 
-    def _grad_norm_and_clip(self, grads: list[torch.Tensor]) -> float:
+    def _grad_norm_and_clip(self, grads: list[torch.Tensor]) -> torch.Tensor:
+        """The total norm (a device tensor: no host read); gradients are clipped in place when asked."""
         if not grads:
-            return 0.0
+            return torch.zeros((), device=self.device)
         # torch.nn.utils.get_total_norm (torch >= 2.6) computes exactly this
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
         if hasattr(norm, "full_tensor"):  # FSDP: a partial DTensor -> reduce over shards
@@ -314,7 +320,7 @@ class Trainer:
         if clip > 0:  # fairseq: grads * min(1, max_norm / (norm + 1e-6)), the factor computed in fp32
             # multiplied on the device without reading it (x * 1.0 == x exactly): no host sync
             torch._foreach_mul_(grads, (clip / (norm + 1e-6)).clamp(max=1.0))
-        return float(norm)
+        return norm
 
     def _skip_update(self, loss_sum: float, gnorm: float) -> None:
         """A non-finite loss/gradient (or fp16 overflow): no step, no LR move; stop after too many in a row."""
