@@ -6,7 +6,8 @@ corpus (BioGPT's dict.txt when ../shared/data has it: 42,384 symbols, 512-token 
 `transformers.BioGptForCausalLM` with the same initial weights and batches, `torch.optim.AdamW` with its default
 implementation (what a transformers user gets) and the same loss normalisation. The two alternate update by update
 (the order flips every round) until both spreads are < 10% or the time budget is spent; medians are reported.
-The 347M pair does not fit twice beside other work on a 23 GB box: there HF runs after ours (not interleaved).
+Both models and optimizer states are alive together (347M: ~12 GB); a sequential A-then-B run was tried and
+dropped: a load change between the halves moved the ratio by 2x.
 MFU = matmul FLOPs (6 x weights + attention, nanoGPT's count) / median update time / the peak of a square matmul
 in the same dtype measured before every round. mem = peak memory the update itself adds (RSS above the RSS before
 it on CPU; allocator peak on GPU); it excludes weights and optimizer state, which are the same on both sides.
@@ -16,7 +17,6 @@ it on CPU; allocator peak on GPU); it excludes weights and optimizer state, whic
 
 from __future__ import annotations
 
-import gc
 import statistics
 import sys
 import tempfile
@@ -120,27 +120,14 @@ def bench_case(experiment: str, batch: int, precision: str, tmp: Path, min_round
     next_batch()
     for fn in runners.values():  # warmup: first-touch allocation, optimizer state, oneDNN primitive caches
         fn()
-    if n_params < 100e6:
-        res = interleave(runners, device, min_rounds=min_rounds, max_rounds=max_rounds, max_seconds=budget,
-                         before_round=next_batch)
-    else:  # ours, then free it, then HF (memory)
-        state = list(batches)
-        res = {"runs": {}, "spread": {}, "rounds": 0}
-        for name in ("ours", "hf"):
-            batches = iter(state)
-            r = interleave({name: runners[name]}, device, min_rounds=min_rounds, max_rounds=max_rounds,
-                           max_seconds=budget / 2, before_round=next_batch)
-            res["runs"][name], res["spread"][name] = r["runs"][name], r["spread"][name]
-            res["rounds"] = max(res["rounds"], r["rounds"])
-            if name == "ours":
-                del runners["ours"], trainer
-                gc.collect()
+    res = interleave(runners, device, min_rounds=min_rounds, max_rounds=max_rounds, max_seconds=budget,
+                     before_round=next_batch)
     peak = statistics.median(current["peaks"])
     t = {k: median_time(v) for k, v in res["runs"].items()}
     return {"params": n_params, "tok_s": {k: batch * SEQ / v for k, v in t.items()},
             "mfu": {k: flops / v / peak for k, v in t.items()}, "peak": peak,
             "mem": {k: peak_mem(v) for k, v in res["runs"].items()}, "rounds": res["rounds"],
-            "spread": max(res["spread"].values()), "interleaved": n_params < 100e6}
+            "spread": max(res["spread"].values())}
 
 
 def run(quick: bool = False) -> str:
@@ -153,7 +140,7 @@ def run(quick: bool = False) -> str:
             tok, mfu, mem = r["tok_s"], r["mfu"], r["mem"]
             rows.append(
                 f"| {experiment} ({r['params'] / 1e6:.0f}M) | {precision} | {batch}x{SEQ} | "
-                f"{r['rounds']}{'' if r['interleaved'] else ' (sequential)'} | {tok['ours']:,.0f} | {tok['hf']:,.0f} | "
+                f"{r['rounds']} | {tok['ours']:,.0f} | {tok['hf']:,.0f} | "
                 f"**{tok['ours'] / tok['hf']:.2f}** | {100 * mfu['ours']:.0f}% | {100 * mfu['hf']:.0f}% | "
                 f"{r['peak'] / 1e9:,.0f} | {mem['ours']:.2f} | {mem['hf']:.2f} | {spread_note(r['spread'])} | "
                 f"{load()} |")
