@@ -14,7 +14,8 @@ help:
 	@echo "make run             the built-in default: pretrain a small model on the shipped PubMed sample (CPU, minutes)"
 	@echo "make test            the whole test suite (what CI runs)"
 	@echo "make test-fast       the quick tier: everything not marked slow (< 2 min on 2 quiet cores)"
-	@echo "make bench           throughput against transformers; writes bench/results/*.md"
+	@echo "make bench           throughput against transformers (interleaved, medians); writes bench/results/README.md"
+	@echo "make bench-quick     the small configurations only (< 3 min); writes bench/results/quick.md"
 	@echo "make reproduce-mini  pretrain + fine-tune + decode + score on ../shared/data (CPU, < 30 min)"
 	@echo "make collect         gather every runs/**/results.json into runs/table.{md,csv}"
 
@@ -42,6 +43,9 @@ test-fast: install
 
 bench: install
 	$(PY) -m bench
+
+bench-quick: install
+	$(PY) -m bench --quick
 
 # writes runs/reproduce_mini; OUT=experiments/results replaces the committed results
 OUT ?= runs/reproduce_mini

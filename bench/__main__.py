@@ -1,11 +1,14 @@
 """`make bench`: run every benchmark module and write one Markdown report.
 
 Each module exposes `run(quick: bool) -> str` (a Markdown section). Ratios are measured against
-`transformers` on the same machine in the same process; nothing here is asserted by the test suite.
+`transformers` on the same machine in the same process, A/B interleaved; nothing here is asserted by the test suite.
+`python -m bench` (make bench) writes bench/results/README.md; `--quick` (make bench-quick, < 3 min) writes
+bench/results/quick.md and covers the small configurations only.
 """
 
 import argparse
 import importlib
+import os
 import platform
 import sys
 import time
@@ -19,18 +22,24 @@ from biogpt_train.utils import atomic_write
 BENCHMARKS = {
     "bench.tokenizer_bench": "tokenizer: sentences/s vs BioGptTokenizer",
     "bench.data_prep_bench": "data_prep: abstracts/s and tokens/s, 1 and 2 workers",
-    "bench.model_bench": "model: training tokens/s vs BioGptForCausalLM",
+    "bench.trainer_bench": "trainer: full update tokens/s, MFU and memory vs BioGptForCausalLM + AdamW",
     "bench.llama_bench": "llama: training tokens/s vs LlamaForCausalLM",
-    "bench.trainer_bench": "trainer: full update step tokens/s and MFU",
     "bench.generation_bench": "decoding: tokens/s vs transformers generate",
     "bench.encoder_bench": "encoder: QA training tokens/s vs ElectraForQuestionAnswering",
 }
 
 
 def machine_line() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
     return (
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}, python {platform.python_version()}"
+        f"{cpu}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+        f"python {platform.python_version()}, load average {' / '.join(f'{x:.1f}' for x in os.getloadavg())} "
+        "(1/5/15 min) at the start"
     )
 
 
@@ -38,14 +47,18 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small configurations only")
     parser.add_argument("--only", nargs="*", help="module names to run (default: all)")
-    parser.add_argument("--out", default="bench/results/README.md")
+    parser.add_argument("--out", default=None, help="default: bench/results/README.md (quick: quick.md)")
     args = parser.parse_args(argv)
+    args.out = args.out or f"bench/results/{'quick.md' if args.quick else 'README.md'}"
 
     sections = [
         "# biogpt-train benchmarks",
         "",
         f"Machine: {machine_line()}. Command: `python -m bench{' --quick' if args.quick else ''}`. "
         f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "",
+        "The machine is shared (up to 8 other jobs on 2 cores): each row records the load when it was taken; ratios",
+        "come from interleaved runs in the same process, which load hits alike, so they are the numbers to read.",
         "",
     ]
     for name, what in BENCHMARKS.items():

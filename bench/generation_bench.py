@@ -10,11 +10,11 @@ after a warmup, so machine load affects both alike; the median is reported.
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 
 import torch
+
+from bench.common import interleave, load, median_time, spread_note
 
 from biogpt_train.generation.generator import generate
 from biogpt_train.models.presets import get_preset
@@ -45,20 +45,21 @@ def _hf_copy(model: TransformerLM):
     return hf.to(next(model.parameters()).device).eval()
 
 
-def _runners(model, hf, prefixes, beam, new):
+def _runners(model, hf, prefixes, beam, new, out):
     device = next(model.parameters()).device
     inputs = torch.tensor([[EOS] + p for p in prefixes], device=device)
     limit = PREFIX + new
 
     def ours():
-        out = generate(model, prefixes, beam=beam, max_len_b=limit, min_len=limit)
-        assert all(len(h) == limit for h in out)
+        out["ours"] = generate(model, prefixes, beam=beam, max_len_b=limit, min_len=limit)
+        assert all(len(h) == limit for h in out["ours"])
 
     def theirs():
         extra = {"early_stopping": True} if beam > 1 else {}  # fairseq's stop rule
-        out = hf.generate(inputs, num_beams=beam, do_sample=False, max_new_tokens=new, min_new_tokens=new,
-                          eos_token_id=EOS, pad_token_id=PAD, suppress_tokens=[PAD], **extra)
-        assert out.shape[1] == 1 + limit
+        seqs = hf.generate(inputs, num_beams=beam, do_sample=False, max_new_tokens=new, min_new_tokens=new,
+                           eos_token_id=EOS, pad_token_id=PAD, suppress_tokens=[PAD], **extra)
+        assert seqs.shape[1] == 1 + limit
+        out["hf"] = seqs[:, 1:].tolist()
 
     return {"ours": ours, "hf": theirs}
 
@@ -71,21 +72,17 @@ def bench(name, cfg, new, reps, device) -> list[str]:
     for beam in (1, 5):
         for batch in (1, 8):
             prefixes = torch.randint(4, cfg.vocab_size, (batch, PREFIX)).tolist()
-            runners = _runners(model, hf, prefixes, beam, new)
-            times = {k: [] for k in runners}
-            for i in range(1 + reps):  # the first round is warmup
-                for key, fn in runners.items():
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
-                    t = time.perf_counter()
-                    fn()
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
-                    if i:
-                        times[key].append(time.perf_counter() - t)
-            tok_s = {k: batch * new / statistics.median(v) for k, v in times.items()}
+            outputs = {}
+            runners = _runners(model, hf, prefixes, beam, new, outputs)
+            for fn in runners.values():  # warmup
+                fn()
+            res = interleave(runners, device, min_rounds=reps, max_rounds=3 * reps, max_seconds=60)
+            tok_s = {k: batch * new / median_time(v) for k, v in res["runs"].items()}
+            # greedy is defined identically (fp32); HF's beam scores only generated tokens, so beams may differ
+            same = "yes" if outputs["ours"] == outputs["hf"] else ("no" if beam == 1 else "n/a")
             rows.append(f"| {name} | {'greedy' if beam == 1 else f'beam {beam}'} | {batch} | {tok_s['ours']:,.0f} "
-                        f"| {tok_s['hf']:,.0f} | {tok_s['ours'] / tok_s['hf']:.2f} |")
+                        f"| {tok_s['hf']:,.0f} | **{tok_s['ours'] / tok_s['hf']:.2f}** | {same} | "
+                        f"{res['rounds']} | {spread_note(max(res['spread'].values()))} | {load()} |")
             print(rows[-1], file=sys.stderr, flush=True)
     return rows
 
@@ -108,10 +105,11 @@ def run(quick: bool = False) -> str:
         "",
         f"{where}, fp32, KV cache in both. Prefix {PREFIX} tokens (forced), then exactly the stated number of new "
         f"tokens (tiny: {TINY[2]}, small: {SMALL[2]}); generated tokens per second, beam hypotheses counted once; "
-        "median of alternating runs after a warmup.",
+        "medians of alternating runs after a warmup (until the spread is < 10% or 60 s). Greedy breaks near-ties "
+        "as fairseq (cumulative fp32 top-k); 'same tokens' compares the greedy outputs with HF's.",
         "",
-        "| config | search | batch | ours tok/s | HF tok/s | ours / HF |",
-        "|---|---|---|---|---|---|",
+        "| config | search | batch | ours tok/s | HF tok/s | ours / HF | same tokens | rounds | spread | load |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
     ])

@@ -10,13 +10,15 @@ as ours does. MFU = matmul FLOPs (6 x weights + attention) / step time / a measu
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import sys
 import time
 
 import torch
+import torch.nn.functional as F
 
-from bench.model_bench import _step_fn, matmul_peak
+from bench.common import matmul_peak
 from biogpt_train.models.llama import Llama, LlamaConfig
 
 # (name, config, batch, seq, warmup steps, timed steps per model)
@@ -26,6 +28,23 @@ SMALL = ("llama_small (4L d256 GQA 8/4, V32k)",
 TINY = ("llama_tiny (2L d64 GQA 4/2, V1k)",
         LlamaConfig(vocab_size=1000, embed_dim=64, layers=2, heads=4, kv_heads=2, ffn_dim=172, max_positions=256),
         4, 128, 2, 10)
+
+
+def _step_fn(model, is_hf: bool, tokens, targets, dtype):
+    """One training update (forward, summed CE, backward, AdamW) of our model or its transformers twin."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), weight_decay=0.01)
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if dtype == torch.bfloat16 \
+        else contextlib.nullcontext
+
+    def step():
+        with autocast():
+            logits = model(tokens).logits if is_hf else model(tokens)
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), reduction="sum")
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
 
 
 def train_flops_per_token(cfg: LlamaConfig, seq: int) -> float:
@@ -74,7 +93,8 @@ def bench_config(name, cfg, batch, seq, warmup, reps, dtype) -> dict:
 
 
 def run(quick: bool = False) -> str:
-    peaks = {torch.float32: matmul_peak(torch.float32), torch.bfloat16: matmul_peak(torch.bfloat16)}
+    cpu = torch.device("cpu")
+    peaks = {torch.float32: matmul_peak(torch.float32, cpu), torch.bfloat16: matmul_peak(torch.bfloat16, cpu)}
     rows = []
     for name, cfg, batch, seq, warmup, reps in [TINY] + ([] if quick else [SMALL]):
         for dtype in (torch.float32, torch.bfloat16):

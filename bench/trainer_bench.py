@@ -1,185 +1,163 @@
-"""Full trainer update throughput: biogpt_train's `Trainer.train_step` vs transformers' BioGptForCausalLM.
+"""Training update: `Trainer.train_step` (the bench_small / bench_biogpt experiments) vs transformers.
 
-One update = what `python -m biogpt_train` does per update: forward, summed token cross-entropy, backward, the
-global-token normalisation of the gradients, the gradient norm (read on the host, as the non-finite check does)
-and the AdamW step (fairseq Adam settings). The HF model gets the same weights, the same batches, the same optimizer
-(built by the same `build_optimizer`) and the same loss normalisation, in the same process. Our side is the real
-Trainer built from the Hydra config on a synthetic prepared dataset (random ids, BioGPT's 42,384-entry vocabulary,
-512-token blocks). Median step time after one warmup step, ours and HF interleaved step by step; the 347M model
-gets a single timed step and runs HF after ours (both at once do not fit a shared CPU box's memory).
-MFU = matmul FLOPs (6 x weights + attention; `bench.model_bench.train_flops_per_token`) / step time / the peak of
-a square matmul on the same device and dtype, measured right before each timed step.
+One update = forward, summed token cross-entropy, backward, gradients / tokens, gradient norm (read on the host),
+AdamW step. Ours is the real Trainer composed from `+experiment=bench_small|bench_biogpt` on data_prep's synthetic
+corpus (BioGPT's dict.txt when ../shared/data has it: 42,384 symbols, 512-token blocks). The reference is
+`transformers.BioGptForCausalLM` with the same initial weights and batches, `torch.optim.AdamW` with its default
+implementation (what a transformers user gets) and the same loss normalisation. The two alternate update by update
+(the order flips every round) until both spreads are < 10% or the time budget is spent; medians are reported.
+Both models and optimizer states are alive together (347M: ~12 GB); a sequential A-then-B run was tried and
+dropped: a load change between the halves moved the ratio by 2x.
+MFU = matmul FLOPs (6 x weights + attention, nanoGPT's count) / median update time / the peak of a square matmul
+in the same dtype measured before every round. mem = peak memory the update itself adds (RSS above the RSS before
+it on CPU; allocator peak on GPU); it excludes weights and optimizer state, which are the same on both sides.
 
     python -m bench --only trainer_bench [--quick]      or      python -m bench.trainer_bench [--quick]
 """
 
 from __future__ import annotations
 
-import gc
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.model_bench import _hf_pair, train_flops_per_token
+from bench.common import interleave, load, matmul_peak, median_time, peak_mem, spread_note
 from biogpt_train import distributed
 from biogpt_train.config import compose
-from biogpt_train.data.indexed_dataset import write_dataset
 from biogpt_train.data.iterators import group
-from biogpt_train.train.optim import build_optimizer, set_lr
+from biogpt_train.models.biogpt import ModelConfig
 from biogpt_train.train.precision import autocast
 from biogpt_train.train.trainer import Trainer
 
-VOCAB = 42384
+REPO = Path(__file__).resolve().parents[1]
+BIOGPT_DICT = REPO.parent / "shared" / "data" / "tokenizer" / "BioGPT" / "dict.txt"
 SEQ = 512
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-# (preset, sequences per batch, timed steps after 1 warmup step)
-CASES = [("small", 2, 3), ("biogpt", 1, 1)]
-QUICK_CASES = [("small", 1, 2)]
+PEAK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+# (experiment, sequences per update, min rounds, max rounds, seconds budget per row)
+CASES = [("bench_small", 4, 4, 12, 240), ("bench_biogpt", 1, 3, 5, 300)]
+QUICK_CASES = [("bench_small", 1, 2, 4, 40)]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def train_flops_per_token(cfg: ModelConfig, seq: int) -> float:
+    """Matmul FLOPs of one trained token: 3 x forward; forward = 2 x (weights of the layers + the V x d output
+    projection) + attention scores and weighted sum 2 x 2 x seq x d per layer (full square, as nanoGPT counts)."""
+    d = cfg.embed_dim
+    weights = cfg.layers * (4 * d * d + 2 * d * cfg.ffn_dim) + cfg.vocab_size * d
+    return 3 * (2 * weights + cfg.layers * 4 * seq * d)
 
 
-def matmul_peak(dtype: torch.dtype, device: torch.device, reps: int = 5) -> float:
-    """FLOP/s of a square matmul in `dtype` on `device` (best of `reps`)."""
-    n = 8192 if device.type == "cuda" else 1024
-    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
-    a @ b
-    best = float("inf")
-    for _ in range(reps):
-        _sync(device)
-        t = time.perf_counter()
-        a @ b
-        _sync(device)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
+def hf_model(ours: torch.nn.Module):
+    """BioGptForCausalLM with the weights of our TransformerLM (decoder.* -> biogpt.*, reference §2.2)."""
+    import transformers
+
+    c = ours.cfg
+    hf = transformers.BioGptForCausalLM(transformers.BioGptConfig(
+        vocab_size=c.vocab_size, hidden_size=c.embed_dim, num_hidden_layers=c.layers, num_attention_heads=c.heads,
+        intermediate_size=c.ffn_dim, max_position_embeddings=c.max_positions, hidden_act="gelu",
+        scale_embedding=True, pad_token_id=1, bos_token_id=0, eos_token_id=2, hidden_dropout_prob=c.dropout,
+        attention_probs_dropout_prob=c.attention_dropout, activation_dropout=c.activation_dropout, use_cache=False,
+    ))
+    sd = {("output_projection.weight" if k == "decoder.output_projection.weight" else "biogpt." + k[8:]): v
+          for k, v in ours.state_dict().items() if k != "decoder.version"}
+    hf.load_state_dict(sd, strict=True)
+    return hf
 
 
-def _dataset(root: Path, tokens: int) -> Path:
-    """A prepared LM directory of random ids: dict.txt with VOCAB-4 symbols, train/valid .bin/.idx."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "dict.txt").write_text("".join(f"w{i} 1\n" for i in range(VOCAB - 4)), encoding="utf-8")
-    rng = np.random.RandomState(0)
-    doc = lambda n: (rng.randint(4, VOCAB, size=n).tolist() + [2])  # noqa: E731
-    write_dataset(root / "train", [doc(SEQ - 1) for _ in range(tokens // SEQ)], VOCAB)
-    write_dataset(root / "valid", [doc(SEQ - 1)], VOCAB)
-    return root
+def _data(tmp: Path, tokens: int) -> Path:
+    from data_prep import synthetic
+
+    vocab_dir = BIOGPT_DICT.parent
+    if not BIOGPT_DICT.is_file():  # same size as BioGPT's, made-up words
+        vocab_dir = tmp / "vocab"
+        vocab_dir.mkdir()
+        (vocab_dir / "dict.txt").write_text("".join(f"w{i} 1\n" for i in range(42384 - 4)), encoding="utf-8")
+    synthetic.run(vocab_dir, tmp / "data", train_tokens=tokens, valid_tokens=SEQ, doc_tokens=SEQ - 1)
+    return tmp / "data"
 
 
-def _time(fn, device) -> float:
-    _sync(device)
-    t = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - t
-
-
-def _hf_update(model, optimizer, sample, precision: str, device: torch.device) -> None:
-    """The trainer's update semantics on the HF model (summed CE, grads / tokens, norm, step)."""
-    optimizer.zero_grad(set_to_none=True)
-    tokens = sample["net_input"]["src_tokens"].to(device)
-    target = sample["target"].to(device)
-    with autocast(precision, device):
-        logits = model(input_ids=tokens, attention_mask=tokens.ne(1)).logits
-    loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), target.view(-1), ignore_index=1, reduction="sum")
-    loss.backward()
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    torch._foreach_mul_(grads, 1.0 / sample["ntokens"])
-    float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
-    optimizer.step()
-
-
-def bench_case(preset: str, batch: int, timed: int, precision: str, tmp: Path) -> dict:
-    steps = 1 + timed
-    data = _dataset(tmp / "data", batch * SEQ * (steps + 1))
-    cfg = compose([f"model={preset}", f"task.data={data}", f"task.tokens_per_sample={SEQ}",
-                   f"data.max_tokens={batch * SEQ}", f"trainer.precision={precision}", "trainer.max_update=0",
-                   "pipeline.stages=[train]", f"paths.runs={tmp}", "logging.tensorboard=false", "logging.jsonl=",
-                   "lr_scheduler.warmup_updates=1000"])
+def bench_case(experiment: str, batch: int, precision: str, tmp: Path, min_rounds: int, max_rounds: int,
+               budget: float) -> dict:
+    data = _data(tmp, batch * SEQ * (max_rounds + 2))
+    cfg = compose([f"+experiment={experiment}", f"task.data={data}", f"data.max_tokens={batch * SEQ}",
+                   f"trainer.precision={precision}", "trainer.max_update=0", f"paths.runs={tmp}",
+                   "logging.tensorboard=false", "logging.jsonl="])
     torch.manual_seed(0)
     trainer = Trainer(cfg, tmp / "run", distributed.init())
-    device, dtype = trainer.device, DTYPES[precision]
-    groups = [g for _, g in zip(range(steps), group(trainer.train_itr.next_epoch_itr(), 1))]
-    tokens = statistics.median(g[0]["ntokens"] for g in groups[1:])
-    flops = train_flops_per_token(trainer.model_config, SEQ) * tokens
-    ours, hf = _hf_pair(trainer.model_config)  # HF model with the same initial weights as ours
-    trainer.raw_model.load_state_dict(ours.state_dict())
-    del ours
+    device = trainer.device
+    batches = iter([g for _, g in zip(range(max_rounds + 1), group(trainer.train_itr.next_epoch_itr(), 1))])
+    hf = hf_model(trainer.raw_model).to(device).train()
+    opt = cfg.optim
+    hf_opt = torch.optim.AdamW(hf.parameters(), lr=1e-7, betas=tuple(opt.betas), eps=opt.eps,
+                               weight_decay=opt.weight_decay)  # torch's default implementation for this device
     n_params = sum(p.numel() for p in trainer.raw_model.parameters())
-    # ours and HF alternate step by step so machine load hits both alike; the 347M pair would not fit twice in a
-    # shared CPU box's memory, so there HF runs after ours is freed. Each timed step is paired with a matmul peak
-    # measured just before it, so MFU stays meaningful when the load changes between the two.
-    interleave = n_params < 100e6
-    hf_step = None
+    flops = train_flops_per_token(trainer.model_config, SEQ) * batch * SEQ
+    current = {}
 
-    def make_hf():
-        model = hf.to(device).train()
-        optimizer = build_optimizer(model, cfg.optim, device)
-        set_lr(optimizer, 1e-7)
-        return lambda g: _hf_update(model, optimizer, g[0], precision, device)
+    def next_batch():
+        current["g"] = next(batches)
+        current["peak"] = current.get("peaks", []) + [matmul_peak(PEAK_DTYPES[precision], device)]
+        current["peaks"] = current["peak"]
 
-    def timed_step(fn) -> tuple[float, float]:
-        peak = matmul_peak(dtype, device, reps=3)
-        return _time(fn, device), peak
+    def hf_update():
+        sample = current["g"][0]
+        hf_opt.zero_grad(set_to_none=True)
+        tokens, target = sample["net_input"]["src_tokens"].to(device), sample["target"].to(device)
+        with autocast(precision, device):
+            logits = hf(input_ids=tokens, attention_mask=tokens.ne(1)).logits
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), target.view(-1), ignore_index=1,
+                               reduction="sum")
+        loss.backward()
+        grads = [p.grad for p in hf.parameters() if p.grad is not None]
+        torch._foreach_mul_(grads, 1.0 / sample["ntokens"])
+        float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
+        hf_opt.step()
 
-    runs = {"ours": [], "hf": []}
-    if interleave:
-        hf_step = make_hf()
-    for g in groups:
-        runs["ours"].append(timed_step(lambda: trainer.train_step(g, 1)))
-        if interleave:
-            runs["hf"].append(timed_step(lambda: hf_step(g)))
-    del trainer
-    gc.collect()
-    if not interleave:
-        hf_step = make_hf()
-        for g in groups:
-            runs["hf"].append(timed_step(lambda: hf_step(g)))
-    del hf, hf_step
-    gc.collect()
-    runs = {k: v[1:] for k, v in runs.items()}  # drop the warmup step
-    return {
-        "params": n_params,
-        "tok_s": {k: tokens / statistics.median(t for t, _ in v) for k, v in runs.items()},
-        "mfu": {k: statistics.median(flops / t / peak for t, peak in v) for k, v in runs.items()},
-        "peak": statistics.median(peak for v in runs.values() for _, peak in v),
-    }
+    runners = {"ours": lambda: trainer.train_step(current["g"], 1), "hf": hf_update}
+    next_batch()
+    for fn in runners.values():  # warmup: first-touch allocation, optimizer state, oneDNN primitive caches
+        fn()
+    res = interleave(runners, device, min_rounds=min_rounds, max_rounds=max_rounds, max_seconds=budget,
+                     before_round=next_batch)
+    peak = statistics.median(current["peaks"])
+    t = {k: median_time(v) for k, v in res["runs"].items()}
+    return {"params": n_params, "tok_s": {k: batch * SEQ / v for k, v in t.items()},
+            "mfu": {k: flops / v / peak for k, v in t.items()}, "peak": peak,
+            "mem": {k: peak_mem(v) for k, v in res["runs"].items()}, "rounds": res["rounds"],
+            "spread": max(res["spread"].values())}
 
 
 def run(quick: bool = False) -> str:
     device = distributed.init().device
     rows = []
-    for preset, batch, timed in QUICK_CASES if quick else CASES:
+    for experiment, batch, lo, hi, budget in QUICK_CASES if quick else CASES:
         for precision in ("fp32", "bf16"):
             with tempfile.TemporaryDirectory() as tmp:
-                r = bench_case(preset, batch, timed, precision, Path(tmp))
-            tok, mfu = r["tok_s"], r["mfu"]
+                r = bench_case(experiment, batch, precision, Path(tmp), lo, hi, budget)
+            tok, mfu, mem = r["tok_s"], r["mfu"], r["mem"]
             rows.append(
-                f"| {preset} ({r['params'] / 1e6:.0f}M) | {precision} | {batch}x{SEQ} | {timed} | "
-                f"{tok['ours']:,.0f} | {tok['hf']:,.0f} | {tok['ours'] / tok['hf']:.2f} | {100 * mfu['ours']:.1f}% | "
-                f"{100 * mfu['hf']:.1f}% | {mfu['ours'] / mfu['hf']:.2f} | {r['peak'] / 1e9:,.0f} |")
+                f"| {experiment} ({r['params'] / 1e6:.0f}M) | {precision} | {batch}x{SEQ} | "
+                f"{r['rounds']} | {tok['ours']:,.0f} | {tok['hf']:,.0f} | "
+                f"**{tok['ours'] / tok['hf']:.2f}** | {100 * mfu['ours']:.0f}% | {100 * mfu['hf']:.0f}% | "
+                f"{r['peak'] / 1e9:,.0f} | {mem['ours']:.2f} | {mem['hf']:.2f} | {spread_note(r['spread'])} | "
+                f"{load()} |")
             print(rows[-1], file=sys.stderr, flush=True)
-    threads = f"{torch.get_num_threads()} CPU threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
+    where = f"{torch.get_num_threads()} CPU threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
     return "\n".join([
-        "## trainer: full update tokens/s and MFU vs transformers BioGptForCausalLM",
+        "## trainer: one update (forward, summed CE, backward, normalisation, norm, AdamW) vs transformers",
         "",
-        f"Device: {device} ({threads}). One update = forward + summed CE + backward + grads / tokens + grad norm + "
-        "AdamW (fairseq settings); ours is `Trainer.train_step` built from the Hydra config, HF gets the same "
-        "weights, batches and optimizer. Medians over the timed steps (after 1 warmup step). MFU = matmul FLOPs / "
-        "step time / the peak of a square matmul (same device and dtype) measured just before that step; on a "
-        "shared machine the MFU ratio is the load-robust comparison.",
+        f"Device: {device} ({where}). Ours: `Trainer.train_step` from `+experiment=bench_small|bench_biogpt`; HF: "
+        "`BioGptForCausalLM` + `torch.optim.AdamW` (default implementation), same weights, batches and loss "
+        "normalisation. Medians of rounds alternating ours/HF; spread = interquartile range / median (the larger "
+        "side); load = 1-minute load average / CPUs at the end of the row. MFU against the square-matmul peak "
+        "measured before every round (column 'peak'); mem = peak memory the update adds (GB).",
         "",
-        "| model | precision | batch x seq | timed steps | ours tok/s | HF tok/s | ours / HF | ours MFU | HF MFU | "
-        "MFU ours / HF | peak GFLOP/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| experiment | precision | batch x seq | rounds | ours tok/s | HF tok/s | ours / HF | ours MFU | HF MFU | "
+        "peak GFLOP/s | ours mem | HF mem | spread | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
     ])

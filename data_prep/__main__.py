@@ -137,8 +137,15 @@ def _run_task(cfg: DictConfig, raw_dir: Path, out_dir: Path) -> dict:
     return summary
 
 
+def _run_synthetic(cfg: DictConfig, raw_dir: Path, out_dir: Path) -> dict:
+    from data_prep import synthetic
+
+    return synthetic.run(raw_dir, out_dir, **dataset_options(cfg))
+
+
 DATASETS: dict[str, Callable[[DictConfig, Path, Path], dict]] = {
     "pubmed": _run_pubmed,
+    "synthetic": _run_synthetic,
     **{name: _run_task for name in TASK_DATASETS},
     "bioasq": _run_qa,
     "squad": _run_qa,

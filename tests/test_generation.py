@@ -66,7 +66,9 @@ def strip(seq):
 # ---------------------------------------------------------------------------------------------------------------
 # A literal, slow transcription of fairseq's SequenceGenerator for one sentence: no KV cache (the whole sequence is
 # re-run each step), Python lists, and beams that can only carry -inf dropped instead of kept.
-def fairseq_reference(model, prefix, *, beam, max_len, min_len=1, lenpen=1.0, ngram=0):
+def fairseq_reference(model, prefix, *, beam, max_len, min_len=1, lenpen=1.0, ngram=0, fp32_topk=False):
+    """``fp32_topk``: keep the cumulative scores in float32 and choose candidates with ``torch.topk`` over
+    ``lprobs + score``, as fairseq's BeamSearch.step does (exact for beam 1, where its view is [1, V])."""
     V = model.cfg.vocab_size
     prefix = prefix[:max_len]
     beams = [([EOS], 0.0)]  # step 0 expands only the first beam
@@ -89,7 +91,17 @@ def fairseq_reference(model, prefix, *, beam, max_len, min_len=1, lenpen=1.0, ng
                     for i in range(len(toks) - ngram + 1):
                         if toks[i:i + ngram - 1] == key:
                             allowed.discard(toks[i + ngram - 1])
-            cands += [(score + lp[v], b, v) for v in sorted(allowed)]
+            if fp32_topk:
+                row = torch.full((V,), -math.inf)
+                idx = torch.tensor(sorted(allowed))
+                row[idx] = torch.tensor(lp, dtype=torch.float32)[idx] + torch.tensor(score, dtype=torch.float32)
+                cands.append(row)
+            else:
+                cands += [(score + lp[v], b, v) for v in sorted(allowed)]
+        if fp32_topk:
+            flat = torch.cat(cands)
+            values, indices = flat.topk(min(2 * beam, flat.numel() - 1))
+            cands = [(x, i // V, i % V) for x, i in zip(values.tolist(), indices.tolist()) if x > -math.inf]
         cands = sorted(cands, key=lambda c: -c[0])[: 2 * beam]
         for score, b, v in cands[:beam]:
             if v == EOS and len(finished) < beam:
@@ -561,3 +573,60 @@ def test_cli_and_pipeline_build_the_same_prefixes_in_prefix_mode(task_files, mon
     sep, learned = dictionary.index("<seqsep>"), [dictionary.index(f"learned{k}") for k in (1, 2, 3)]
     assert all(p[:3] == learned and p[-1] == sep for p in expected)  # BioGPT's prefix layout
     assert seen == expected
+
+
+# --- greedy near-ties: fairseq's cumulative float32 top-k ------------------------------------------------------
+class NearTieLM(torch.nn.Module):
+    """Logits depend only on the position: a forced prefix of very unlikely tokens drives the cumulative score to
+    about -1000 (a float32 ulp of ~1e-4 there), then every free step has two tokens 1e-6 apart at the top."""
+
+    V, PREFIX, FREE = 12, 10, 8
+
+    def __init__(self):
+        super().__init__()
+        from types import SimpleNamespace
+
+        self.cfg = SimpleNamespace(vocab_size=self.V, max_positions=64)
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # the generator reads the device from a parameter
+        g = torch.Generator().manual_seed(0)
+        table = torch.rand(64, self.V, generator=g) * 2 - 5  # free tokens in [-5, -3]
+        table[:, EOS] = -50.0
+        self.prefix = [4 + (s % 8) for s in range(self.PREFIX)]
+        for s, t in enumerate(self.prefix):
+            table[s, t] = -100.0
+        for s in range(self.PREFIX, self.PREFIX + self.FREE):
+            a, b = 4 + (3 * s) % 8, 4 + (3 * s + 1 + s % 3) % 8  # the larger one alternates low/high index
+            hi, lo = (a, b) if s % 2 else (b, a)
+            table[s, hi], table[s, lo] = 0.0, -1e-6
+        self.table = table
+
+    def make_cache(self, batch_size, max_len):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(length=0, reorder=lambda index: None)
+
+    def forward(self, tokens, cache=None):
+        start = 0 if cache is None else cache.length
+        if cache is not None:
+            cache.length += tokens.size(1)
+        logits = self.table[start : start + tokens.size(1)]
+        return logits.unsqueeze(0).expand(tokens.size(0), -1, -1).clone()
+
+
+def test_greedy_near_ties_resolve_as_fairseq_beam1_step():
+    model = NearTieLM()
+    n = model.PREFIX + model.FREE
+    literal = fairseq_reference(model, model.prefix, beam=1, max_len=n, min_len=n, fp32_topk=True)[0].tokens
+    fairseq = generate(model, [model.prefix], max_len_b=n, min_len=n)[0]
+    argmax = generate(model, [model.prefix], max_len_b=n, min_len=n, greedy_tiebreak="argmax")[0]
+    assert fairseq == literal
+    lp = torch.log_softmax(model.table, -1)
+    assert all(argmax[s] == int(lp[s].argmax()) for s in range(model.PREFIX, n))  # the larger raw log-prob
+    assert fairseq != argmax  # some near-tie really went the other way
+    # the double-precision reference (exact sums) agrees with argmax: the difference is float32 rounding alone
+    assert fairseq_reference(model, model.prefix, beam=1, max_len=n, min_len=n)[0].tokens == argmax
+
+
+def test_greedy_tiebreak_option_is_checked(model):
+    with pytest.raises(ValueError, match="greedy_tiebreak"):
+        generate(model, [[5]], greedy_tiebreak="first")

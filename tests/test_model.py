@@ -270,3 +270,61 @@ def test_pad_position_row_gets_no_gradient_and_resize_keeps_padding_idx():
     assert pos.padding_idx == 3 and pos.weight[3].abs().sum() == 0
     assert pos.weight.grad[3].abs().sum() == 0
     assert pos.weight.grad.abs().sum(-1).gt(0).tolist()[4:9] == [True] * 4 + [False]  # rows of positions 1..4
+
+
+
+def test_attention_mask_one_rule_for_cached_and_uncached():
+    from biogpt_train.models.biogpt import attention_mask
+
+    tokens = torch.tensor([[PAD, EOS, 5, 6], [EOS, 7, PAD, PAD]])
+    assert attention_mask(tokens) == (None, True)  # no pad handling: SDPA's causal kernel
+    assert attention_mask(tokens[:, :1], start=3) == (None, False)  # one new token sees the whole cache
+    mask, causal = attention_mask(tokens[:, :2], start=2)
+    assert not causal and mask.tolist() == [[True, True, True, False], [True, True, True, True]]
+    mask, _ = attention_mask(tokens, pad=PAD)
+    assert mask.shape == (2, 1, 4, 4)
+    assert mask[0, 0].tolist() == [[True, False, False, False], [False, True, False, False],
+                                   [False, True, True, False], [False, True, True, True]]
+    assert mask[1, 0, 3].tolist() == [True, True, False, True]  # a pad query sees itself
+
+
+def test_right_padding_needs_no_pad_mask_and_features_are_the_final_layer_norm():
+    cfg = CONFIGS["2L-d32-h4"]
+    ours = make_ours(cfg)
+    tokens = random_batch(cfg, [13, 9, 4])
+    real = tokens.ne(PAD)
+    with torch.no_grad():
+        masked = ours(tokens)
+        causal = ours(tokens, pad_mask=False)
+        feats = ours(tokens, pad_mask=False, features_only=True)
+    assert (masked - causal)[real].abs().max().item() <= 1e-5
+    assert torch.equal(ours.decoder.output_projection(feats), causal)
+
+
+@pytest.mark.slow
+def test_whole_model_compiles_as_one_graph_and_equals_eager():
+    cfg = CONFIGS["2L-d32-h4"]
+    ours = make_ours(cfg)
+    tokens = random_batch(cfg, [17, 11, 5, 17])
+    compiled = torch.compile(ours, fullgraph=True, dynamic=False)  # fullgraph: a graph break is an error
+    with torch.no_grad():
+        for pad_mask in (True, False):
+            eager = ours(tokens, pad_mask=pad_mask)
+            torch.testing.assert_close(compiled(tokens, pad_mask=pad_mask), eager, rtol=1e-5, atol=1e-5)
+
+
+def test_training_attention_equals_sdpa_without_dropout_and_drops_with_it():
+    import torch.nn.functional as F
+
+    from biogpt_train.models.biogpt import attention_mask, dropout_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 9, 8, generator=g) for _ in range(3))
+    tokens = torch.tensor([[PAD, PAD, 5, 6, 7, 8, 9, 10, 11], [5, 6, 7, 8, 9, PAD, PAD, PAD, PAD]])
+    for pad in (None, PAD):
+        mask, causal = attention_mask(tokens, pad=pad)
+        want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+        torch.testing.assert_close(dropout_attention(q, k, v, mask, causal, 0.0), want, rtol=1e-5, atol=1e-6)
+    torch.manual_seed(0)
+    dropped = dropout_attention(q, k, v, None, True, 0.5)
+    assert torch.isfinite(dropped).all() and not torch.allclose(dropped, want)

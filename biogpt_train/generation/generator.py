@@ -17,6 +17,12 @@ The semantics are fairseq's ``SequenceGenerator`` (v0.12) as BioGPT's ``inferenc
   not ending in ``</s>``. A sentence stops when it has ``beam`` finished hypotheses (fairseq's early stop) or at
   ``max_len``; its finished hypotheses are sorted by score. While a prefix is forced only one beam is alive (the
   others start at -inf, fairseq's "first step uses the first beam only").
+* Greedy (``beam == 1``) is fairseq's beam search with one beam: the token with the best CUMULATIVE float32 score
+  ``fl(score + lprob)`` (prefix included, ~ -10^3), picked by ``topk(2)`` as ``BeamSearch.step`` does. Two tokens
+  whose log-probs differ by less than half an ulp of the cumulative score (~3e-5 at -10^3) get the same candidate
+  score and ``topk``'s order decides between them; ``greedy_tiebreak="argmax"`` picks the larger raw log-prob
+  instead (first index on exact ties), which differs from fairseq only in such near-ties. Rounding is monotonic,
+  so no other choice can differ.
 * Sampling (``beam == 1``): top-p (fairseq's rule: the smallest set whose cumulative probability reaches ``topp``),
   or top-k, or the full distribution, from a ``torch.Generator`` seeded with ``seed``.
 
@@ -72,6 +78,7 @@ def generate_nbest(
     topp: float = 0.0,
     max_positions: int = 1024,
     seed: Optional[int] = None,
+    greedy_tiebreak: str = "fairseq",
     eos: int = 2,
     pad: int = 1,
 ) -> List[List[Hypothesis]]:
@@ -80,6 +87,8 @@ def generate_nbest(
     vocab_size = model.cfg.vocab_size
     prefixes = [_check_prefix(i, p, vocab_size, eos, pad) for i, p in enumerate(prefixes)]
     _check_options(beam, max_len_b, min_len, no_repeat_ngram_size, sampling, temperature, topk, topp, vocab_size)
+    if greedy_tiebreak not in ("fairseq", "argmax"):
+        raise ValueError(f"greedy_tiebreak must be 'fairseq' or 'argmax', got {greedy_tiebreak!r}")
     # fairseq: min(max_len_a * src_len + max_len_b, max_decoder_positions - 1) with max_len_a = 0
     max_len = min(max_len_b, min(max_positions, model.cfg.max_positions) - 1)
     if min_len > max_len:
@@ -102,7 +111,7 @@ def generate_nbest(
                         generator.seed()  # non-deterministic, without touching the global RNG
                     else:
                         generator.manual_seed(seed)
-                return search.single(sampling, topk, topp, generator)
+                return search.single(sampling, topk, topp, generator, greedy_tiebreak == "fairseq")
             return search.beam(beam)
     finally:
         model.train(was_training)
@@ -178,12 +187,16 @@ class _Search:
         tokens[:, 1 : m + 1] = self.forced[:, :m]
         cache = self.model.make_cache(B, self.max_len + 1)
         chunk = max(1, _PREFILL_LOGITS_BUDGET // (B * self.model.cfg.vocab_size))
-        score = 0.0
+        score = None
         for start in range(0, m + 1, chunk):
             end = min(start + chunk, m + 1)
             lp = self.lprobs(self.model(tokens[:, start:end], cache=cache))  # position t predicts t + 1
+            if score is None:  # the log-probs' dtype (float32 unless the model is float64), as fairseq's buffer
+                score = lp.new_zeros(B)
             targets = tokens[:, start + 1 : min(end + 1, m + 1)]
-            score += lp[:, : targets.size(1)].gather(-1, targets.unsqueeze(-1)).sum((1, 2))
+            picked = lp[:, : targets.size(1)].gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            for j in range(picked.size(1)):  # one rounding per step, in fairseq's order (not a tree sum)
+                score = score + picked[:, j]
         return cache, tokens, lp[:, -1], score
 
     def constrain(self, lprobs, step, tokens, sents):
@@ -213,7 +226,7 @@ class _Search:
         return cum / length**self.lenpen
 
     # -- greedy / sampling ----------------------------------------------------------------------------------
-    def single(self, sampling, topk, topp, generator) -> List[List[Hypothesis]]:
+    def single(self, sampling, topk, topp, generator, cumulative: bool = True) -> List[List[Hypothesis]]:
         cache, tokens, lprobs, score = self.prefill()
         sents = torch.arange(len(self.prefixes), device=self.device)  # sentence of each live row
         out: List[Optional[List[Hypothesis]]] = [None] * len(self.prefixes)
@@ -227,9 +240,11 @@ class _Search:
                 free = forced.eq(self.pad).nonzero().squeeze(1)
                 if free.numel():
                     nxt[free] = _sample(lprobs[free], topk, topp, generator)
+            elif cumulative:  # fairseq BeamSearch.step with one beam: top-2 of the cumulative scores, take the first
+                nxt = (lprobs + score.unsqueeze(1)).topk(2, dim=1).indices[:, 0]
             else:
                 nxt = lprobs.argmax(-1)
-            score += lprobs.gather(1, nxt.unsqueeze(1)).squeeze(1)
+            score = score + lprobs.gather(1, nxt.unsqueeze(1)).squeeze(1)
             done = nxt.eq(self.eos)
             if done.any():
                 for row in done.nonzero().squeeze(1).tolist():

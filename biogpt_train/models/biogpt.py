@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from biogpt_train.models.loss import linear_cross_entropy
+
 
 @dataclass
 class ModelConfig:
@@ -53,6 +55,41 @@ def fairseq_embedding_weight(num_embeddings: int, embed_dim: int, padding_idx: i
         nn.init.normal_(emb.weight, mean=0.0, std=embed_dim**-0.5)
         nn.init.constant_(emb.weight[padding_idx], 0.0)
     return emb.weight.detach()
+
+
+def attention_mask(tokens: torch.Tensor, start: int = 0, pad: int | None = None):
+    """The one mask rule for cached and uncached forwards: (attn_mask, is_causal) for SDPA.
+
+    Query i (absolute position start + i) sees keys 0..start + i. With `pad`, keys that are pads in `tokens`
+    are hidden too, except the query itself, so a row whose keys are all pads gives no NaN (only outputs at pad
+    positions change, and those are ignored). Built from shapes only: no host sync, no data-dependent branch.
+    """
+    T = tokens.size(1)
+    if pad is None and (start == 0 or T == 1):
+        return None, start == 0 and T > 1  # plain causal (or one new token that sees the whole cache)
+    device = tokens.device
+    keys = torch.arange(start + T, device=device)
+    queries = torch.arange(start, start + T, device=device)[:, None]
+    visible = keys <= queries  # [T, start + T]
+    if pad is not None:  # only without a cache: cached keys never hold pads
+        visible = (visible & tokens.ne(pad)[:, None, None, :]) | (keys == queries)  # [B, 1, T, T]
+    return visible, False
+
+
+def dropout_attention(q, k, v, attn_mask, is_causal: bool, p: float) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hd) + mask) with dropout p, times v: fairseq's training attention.
+
+    SDPA's math fallback (its only path with dropout on CPU) adds "safe softmax" passes (isneginf/all/where) and
+    builds the causal mask each call; our masks always leave a query its own key, so a plain softmax is exact.
+    (Splitting the queries into blocks to skip the masked upper triangle did not pay on CPU: measured, removed.)
+    """
+    T, S = q.size(-2), k.size(-2)
+    scores = torch.matmul(q * q.size(-1) ** -0.5, k.transpose(-1, -2))
+    if is_causal:
+        attn_mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril()
+    if attn_mask is not None:
+        scores = scores.masked_fill_(~attn_mask, float("-inf"))
+    return torch.matmul(F.dropout(torch.softmax(scores, dim=-1), p, True), v)
 
 
 class KVCache:
@@ -112,9 +149,10 @@ class SelfAttention(nn.Module):
         q, k, v = (p(x).view(B, T, self.heads, -1).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
         if cache is not None:
             k, v = cache.update(layer, k, v)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
-        )
+        if self.training and self.dropout > 0:
+            y = dropout_attention(q, k, v, attn_mask, is_causal, self.dropout)
+        else:  # SDPA's fused kernels (flash on CPU and GPU) have no dropout
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
         return self.out_proj(y.transpose(1, 2).reshape(B, T, d))
 
 
@@ -181,32 +219,31 @@ class TransformerLM(nn.Module):
             # q/k/v biases, fc1, fc2 and LayerNorms keep PyTorch's default init, as in fairseq
 
     # --- forward -----------------------------------------------------------------------------------------
-    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """tokens [B, T] -> logits [B, T, V]. With `cache`, tokens (no pads) are appended after cache.length."""
+    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None, *, pad_mask: bool = True,
+                features_only: bool = False, target: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens [B, T] -> logits [B, T, V] (or the final-LayerNorm features [B, T, d] with `features_only`).
+
+        With `target` [B, T]: the summed cross-entropy over non-pad targets (fairseq's training loss), computed
+        with the output projection in row chunks (biogpt_train.models.loss) so no [B, T, V] logits exist at once.
+        Inside forward so that DDP and FSDP (which unshards the tied weight only during forward) run it alike.
+
+        With `cache`, tokens (no pads) are appended after cache.length. `pad_mask=False` promises that no pad
+        precedes a real token (right padding, as every training batch here): real positions then see no pad under
+        the causal mask alone, so SDPA runs its causal kernel; outputs at real positions are the same.
+        No host sync and no data-dependent branch: the whole forward compiles as one graph.
+        """
         dec, pad = self.decoder, self.cfg.padding_idx
         B, T = tokens.shape
-        end = T if cache is None else cache.length + T
-        if end > self.cfg.max_positions:  # checked on shapes, so no device sync
-            raise ValueError(f"{end} positions exceed max_positions={self.cfg.max_positions}")
-        attn_mask, is_causal = None, False
+        start = 0 if cache is None else cache.length
+        if start + T > self.cfg.max_positions:  # checked on shapes, so no device sync
+            raise ValueError(f"{start + T} positions exceed max_positions={self.cfg.max_positions}")
         if cache is None:
             positions = make_positions(tokens, pad)
-            key_pad = tokens.eq(pad)
-            if key_pad.any():  # like fairseq, build a padding mask only when there are pads
-                causal = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
-                # a query may always see itself, so a row whose keys are all pads gives no NaN;
-                # this only changes outputs at pad positions (which are ignored)
-                eye = torch.eye(T, dtype=torch.bool, device=tokens.device)
-                attn_mask = (causal & ~key_pad[:, None, None, :]) | eye  # [B, 1, T, T]
-            else:
-                is_causal = True
         else:
-            start = cache.length
             if start + T > cache.max_len:
                 raise ValueError(f"KV cache holds {cache.max_len} positions; cannot append {T} after {start}")
-            positions = torch.arange(start, start + T, device=tokens.device).expand(B, T) + pad + 1
-            if T > 1:  # new queries see every cached key plus the causal part of the new block
-                attn_mask = torch.ones(T, start + T, dtype=torch.bool, device=tokens.device).tril(diagonal=start)
+            positions = torch.arange(start + pad + 1, start + pad + 1 + T, device=tokens.device).expand(B, T)
+        attn_mask, is_causal = attention_mask(tokens, start, pad if pad_mask and cache is None else None)
 
         x = dec.embed_scale * dec.embed_tokens(tokens) + dec.embed_positions(positions)
         x = F.dropout(x, self.cfg.dropout, self.training)
@@ -215,7 +252,9 @@ class TransformerLM(nn.Module):
         x = dec.layer_norm(x)
         if cache is not None:
             cache.length += T
-        return dec.output_projection(x)
+        if target is not None:
+            return linear_cross_entropy(x, dec.output_projection.weight, target, pad)
+        return x if features_only else dec.output_projection(x)
 
     # --- utilities ---------------------------------------------------------------------------------------
     def make_cache(self, batch_size: int, max_len: int, dtype: torch.dtype | None = None) -> KVCache:

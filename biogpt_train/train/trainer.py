@@ -202,9 +202,13 @@ class Trainer:
                 return self.objective(self.model, sample, self.device)
         tokens = sample["net_input"]["src_tokens"].to(self.device, non_blocking=True)
         target = sample["target"].to(self.device, non_blocking=True)
+        # fairseq's loss: fp32 log-softmax, NLL summed over non-pad targets. BioGPT fuses it with the output
+        # projection (models/loss.py: no [B, T, V] fp32 logits); collate pads on the right, so the causal mask
+        # alone is exact at real positions (SDPA's causal kernel).
         with autocast(self.autocast_precision, self.device):
+            if self.family == "biogpt":
+                return self.model(tokens, pad_mask=False, target=target)
             logits = self.model(tokens)
-        # fairseq: log_softmax in fp32, summed NLL over non-pad targets
         return F.cross_entropy(logits.float().view(-1, logits.size(-1)), target.view(-1),
                                ignore_index=self.dictionary.pad(), reduction="sum")
 
@@ -247,15 +251,20 @@ class Trainer:
         local = torch.tensor([0.0, ntokens, nsentences, self.signal_received is not None, self._out_of_time()],
                              dtype=torch.float64, device=self.device)
         local[0] = loss_acc
-        stats = distributed.all_reduce_sum(local).tolist()
-        loss_sum, ntokens, nsentences = stats[0], int(stats[1]), int(stats[2])
-        self.stop_signal, self.stop_time = stats[3] > 0, stats[4] > 0
+        stats = distributed.all_reduce_sum(local)
 
-        # DDP/FSDP averaged over W ranks: W / total gives the per-token mean of the whole update
+        # DDP/FSDP averaged over W ranks: W / total gives the per-token mean of the whole update. The factor stays
+        # on the device (the same float64 arithmetic, then fp32 as a Python scalar would be): the update reads the
+        # host once, below, for the loss, counts, flags and norm together
         grads = [p.grad for p in self.params if p.grad is not None]
-        if ntokens > 0:
-            torch._foreach_mul_(grads, self.info.world_size / (ntokens * scale))
-        gnorm = self._grad_norm_and_clip(grads)
+        if grads:
+            total = stats[1]
+            factor = torch.where(total > 0, self.info.world_size / (total * scale), 1.0).float()
+            torch._foreach_mul_(grads, factor)
+        norm = self._grad_norm_and_clip(grads)
+        stats = torch.cat([stats, norm.to(stats)[None]]).tolist()
+        loss_sum, ntokens, nsentences, gnorm = stats[0], int(stats[1]), int(stats[2]), stats[5]
+        self.stop_signal, self.stop_time = stats[3] > 0, stats[4] > 0
         finite = math.isfinite(gnorm) and math.isfinite(loss_sum)
         out = {"loss_sum": loss_sum, "ntokens": ntokens, "nsentences": nsentences, "gnorm": gnorm, "lr": lr,
                "loss_scale": scale, "skipped": not finite}
@@ -269,9 +278,10 @@ class Trainer:
         self.state.nonfinite_in_a_row = 0
         return out
 
-    def _grad_norm_and_clip(self, grads: list[torch.Tensor]) -> float:
+    def _grad_norm_and_clip(self, grads: list[torch.Tensor]) -> torch.Tensor:
+        """The total norm (a device tensor: no host read); gradients are clipped in place when asked."""
         if not grads:
-            return 0.0
+            return torch.zeros((), device=self.device)
         # torch.nn.utils.get_total_norm (torch >= 2.6) computes exactly this; fp16 grads: in fp32, as fairseq
         wide = {"dtype": torch.float32} if grads[0].dtype != torch.float32 else {}
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2, **wide)))
@@ -279,10 +289,9 @@ class Trainer:
             norm = norm.full_tensor()
         clip = self.cfg.optim.clip_norm
         if clip > 0:  # fairseq: grads * min(1, max_norm / (norm + 1e-6)), the factor computed in fp32
-            coef = float((clip / (norm + 1e-6)).clamp(max=1.0))
-            if coef < 1.0:
-                torch._foreach_mul_(grads, coef)
-        return float(norm)
+            # multiplied on the device without reading it (x * 1.0 == x exactly): no host sync
+            torch._foreach_mul_(grads, (clip / (norm + 1e-6)).clamp(max=1.0))
+        return norm
 
     def _skip_update(self, loss_sum: float, gnorm: float) -> None:
         """A non-finite loss/gradient (or fp16 overflow): no step, no LR move; stop after too many in a row."""

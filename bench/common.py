@@ -1,0 +1,115 @@
+"""What every benchmark row records: interleaved A/B timing with medians and a spread rule, a matmul peak
+measured in the same run, the step's peak memory, and the machine's state (threads, load) beside each number."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import threading
+import time
+
+import torch
+
+SPREAD_TARGET = 0.10  # repeat rounds until the interquartile range of each side is under 10% of its median
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def load() -> str:
+    """1-minute load average / CPUs: other work on the machine while a number was taken."""
+    return f"{os.getloadavg()[0]:.1f}/{os.cpu_count()}"
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device, reps: int = 3) -> float:
+    """FLOP/s of a square matmul in `dtype` (bf16 on CPU goes through oneDNN/AMX where present), best of reps."""
+    n = 8192 if device.type == "cuda" else 2048
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        sync(device)
+        t = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def timed(fn, device: torch.device) -> tuple[float, float]:
+    """(seconds, peak extra memory in GB) of one call. GPU: allocator peak; CPU: the peak RSS above the RSS before
+    the call, sampled every millisecond (what the step itself allocates: activations, logits, gradients)."""
+    if device.type == "cuda":
+        sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        return time.perf_counter() - t, (torch.cuda.max_memory_allocated(device) - base) / 2**30
+    base = peak = _rss_bytes() if os.path.exists("/proc/self/statm") else 0
+    done = threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not done.wait(0.001):
+            peak = max(peak, _rss_bytes())
+
+    sampler = threading.Thread(target=sample, daemon=True) if base else None
+    if sampler:
+        sampler.start()
+    t = time.perf_counter()
+    fn()
+    elapsed = time.perf_counter() - t
+    done.set()
+    if sampler:
+        sampler.join()
+        peak = max(peak, _rss_bytes())
+    return elapsed, (peak - base) / 2**30
+
+
+def iqr_spread(xs: list[float]) -> float:
+    if len(xs) < 4:
+        return (max(xs) - min(xs)) / statistics.median(xs)
+    q = statistics.quantiles(xs, n=4)
+    return (q[2] - q[0]) / statistics.median(xs)
+
+
+def interleave(runners: dict, device: torch.device, *, min_rounds: int, max_rounds: int, max_seconds: float,
+               before_round=None) -> dict:
+    """Run every runner once per round, alternating the order, until each side's spread < SPREAD_TARGET (after
+    min_rounds) or max_rounds / max_seconds. Returns {name: [(seconds, mem_gb), ...]}, 'rounds', 'spread'."""
+    out = {k: [] for k in runners}
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < max_rounds:
+        if before_round is not None:
+            before_round()
+        keys = list(runners) if rounds % 2 == 0 else list(reversed(runners))
+        for k in keys:
+            out[k].append(timed(runners[k], device))
+        rounds += 1
+        spreads = {k: iqr_spread([t for t, _ in v]) for k, v in out.items()}
+        if rounds >= min_rounds and (max(spreads.values()) < SPREAD_TARGET
+                                     or time.perf_counter() - start > max_seconds):
+            break
+    return {"runs": out, "rounds": rounds, "spread": spreads}
+
+
+def median_time(runs) -> float:
+    return statistics.median(t for t, _ in runs)
+
+
+def peak_mem(runs) -> float:
+    return max(m for _, m in runs)
+
+
+def spread_note(spread: float) -> str:
+    return f"{100 * spread:.0f}%" + ("" if spread < SPREAD_TARGET else " (not < 10%)")

@@ -1,0 +1,55 @@
+"""The chunked output-projection + cross-entropy equals the plain one (loss and both gradients)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from biogpt_train.models.loss import linear_cross_entropy
+
+PAD = 1
+
+
+def _inputs(seed=0, N=37, d=16, V=50):
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(2, N, d, generator=g).requires_grad_()
+    w = (torch.randn(V, d, generator=g) * 0.3).requires_grad_()
+    t = torch.randint(0, V, (2, N), generator=g)
+    t[:, ::5] = PAD
+    return h, w, t
+
+
+def _grads(loss, h, w):
+    h.grad = w.grad = None
+    loss.backward(torch.tensor(0.5))  # a non-unit incoming gradient is scaled through
+    return h.grad.clone(), w.grad.clone()
+
+
+@pytest.mark.parametrize("chunk_logits", [50 * 7, 50 * 1000])  # 7 rows per chunk, and one chunk
+def test_equals_cross_entropy_of_full_logits_fp32(chunk_logits):
+    h, w, t = _inputs()
+    ref = F.cross_entropy(F.linear(h, w).view(-1, 50), t.view(-1), ignore_index=PAD, reduction="sum")
+    ref_grads = _grads(ref, h, w)
+    got = linear_cross_entropy(h, w, t, PAD, chunk_logits=chunk_logits)
+    assert got.dtype == torch.float32 and got.item() == pytest.approx(ref.item(), rel=1e-6)
+    for a, b in zip(_grads(got, h, w), ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_autocast_matches_autocast_reference():
+    h, w, t = _inputs(seed=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = F.cross_entropy(F.linear(h, w).float().view(-1, 50), t.view(-1), ignore_index=PAD, reduction="sum")
+        got = linear_cross_entropy(h, w, t, PAD, chunk_logits=50 * 8)
+    assert got.item() == pytest.approx(ref.item(), rel=1e-2)
+    for a, b in zip(_grads(got, h, w), _grads(ref, h, w)):
+        assert a.dtype == b.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=0.05, atol=0.02)
+
+
+def test_no_grad_and_bad_shapes():
+    h, w, t = _inputs()
+    with torch.no_grad():
+        loss = linear_cross_entropy(h, w, t, PAD)
+    assert not loss.requires_grad
+    with pytest.raises(ValueError, match="targets"):
+        linear_cross_entropy(h, w, t[:, 1:], PAD)
