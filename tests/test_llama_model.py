@@ -211,30 +211,27 @@ def test_greedy_with_and_without_cache_equals_transformers_generate(name):
     assert hf_out[:, T:].tolist() == outs
 
 
-def test_biogpt_generator_runs_on_llama():
-    """`generation.generator.generate` drives any model with cfg / make_cache / cache.reorder. It starts every
-    sequence with `eos` (BioGPT's </s>), so for a Llama model it is checked against a loop that does the same;
-    Llama-style decoding (starting from <s>) needs a separate `bos` argument in the generator."""
+def test_generator_decodes_llama_from_bos_as_transformers_generate():
+    """`generation.generate(..., bos=<s>)`: a Llama model reads `<s> prefix` and decodes greedily exactly as
+    transformers' `generate` (argmax; batched, left-padded on the HF side); beam search runs on its cache too."""
     from biogpt_train.generation.generator import generate
 
     cfg = CONFIGS["gqa-3L-d48-h6-kv2"]
-    ours, _ = make_pair(cfg, seed=8)
+    ours, hf = make_pair(cfg, seed=8)
+    hf.generation_config.eos_token_id = EOS
     prefixes = [[5, 9, 14], [20], [7, 7, 8, 30]]
-    max_len = 10
-    got = generate(ours, prefixes, beam=1, max_len_b=max_len, min_len=1, eos=EOS, pad=PAD)
+    steps = 8
+    got = generate(ours, prefixes, beam=1, max_len_b=max(map(len, prefixes)) + 1 + steps, bos=BOS, eos=EOS, pad=PAD,
+                   greedy_tiebreak="argmax")
     for prefix, hyp in zip(prefixes, got):
-        seq = [EOS] + prefix
+        ids = torch.tensor([[BOS] + prefix])
         with torch.no_grad():
-            while len(seq) - 1 < max_len:
-                logits = ours(torch.tensor([seq]))[0, -1]
-                logits[PAD] = float("-inf")
-                t = int(logits.argmax())
-                if t == EOS:
-                    break
-                seq.append(t)
-        assert hyp == seq[1:]
-    assert any(len(h) > len(p) + 1 for h, p in zip(got, prefixes))  # it did generate
-    beams = generate(ours, prefixes, beam=3, max_len_b=max_len, eos=EOS, pad=PAD)  # exercises cache.reorder
+            want = hf.generate(ids, max_new_tokens=steps, do_sample=False, pad_token_id=PAD,
+                               suppress_tokens=[PAD])[0, 1:].tolist()  # as fairseq, we never emit the pad id
+        want = want[: want.index(EOS)] if EOS in want else want
+        n = min(len(hyp), len(want))
+        assert hyp[:n] == want[:n] and len(hyp) > len(prefix)
+    beams = generate(ours, prefixes, beam=3, max_len_b=12, bos=BOS, eos=EOS, pad=PAD)  # exercises cache.reorder
     assert [b[: len(p)] for b, p in zip(beams, prefixes)] == prefixes
 
 

@@ -263,3 +263,34 @@ def test_smoke_llama_end_to_end(tmp_path):
     obj = torch.load(run_dir / "checkpoints" / "checkpoint_last.pt", weights_only=True)
     assert obj["family"] == "llama" and obj["model_config"]["vocab_size"] == 1000
     assert obj["dictionary"][:3] == ["<unk>", "<s>", "</s>"]
+
+
+@pytest.mark.slow
+def test_generate_stage_decodes_a_llama_model_from_bos(spm_data, tmp_path):
+    """The pipeline's generate stage on a Llama model: prefixes read after <s> (the vocabulary's prefix_token_id),
+    the hypotheses decode to text with SentencePiece (no BPE/Moses step), one line per example."""
+    from biogpt_train import pipeline
+
+    data = _pair_data(tmp_path / "pairs", spm_data / "tokenizer.model", n=6)
+    (data / "valid.pmid").write_text("".join(f"{i}\n" for i in range(6)))
+    tr = _trainer(tmp_path, data, **{"task": "pubmedqa", "task.learned_prompt": 0, "task.mask_source_loss": "true",
+                                     "task.max_source_positions": 64, "task.max_target_positions": 128,
+                                     "trainer.max_update": 2, "generation.subset": "valid",
+                                     "generation.checkpoint": "checkpoint_last.pt", "generation.max_len_b": 40})
+    tr.train()
+    seen = []
+    from biogpt_train.generation import generator
+
+    real = generator.generate_nbest
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(generator, "generate_nbest", lambda *a, **kw: seen.append(kw.get("bos")) or real(*a, **kw))
+        res = pipeline.STAGES["generate"](tr.cfg, tmp_path / "run")
+    assert seen and set(seen) == {1}  # <s>
+    v = TokenizerVocab.load(spm_data / "tokenizer.model")
+    from biogpt_train.data.indexed_dataset import MMapIndexedDataset
+
+    sources = MMapIndexedDataset(data / "valid.x-y.x")
+    lines = Path(res["predictions"]).read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 6
+    for i, line in enumerate(lines):
+        assert line.startswith(v.string(sources[i][:-1]))  # the forced source, decoded by SentencePiece

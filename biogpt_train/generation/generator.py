@@ -81,9 +81,11 @@ def generate_nbest(
     greedy_tiebreak: str = "fairseq",
     eos: int = 2,
     pad: int = 1,
+    bos: Optional[int] = None,
 ) -> List[List[Hypothesis]]:
     """Like ``generate`` but returns every finished hypothesis per prefix with its score, best first
-    (up to ``beam`` of them; exactly one for greedy and sampling)."""
+    (up to ``beam`` of them; exactly one for greedy and sampling). Decoding reads ``bos`` first: None is ``eos``
+    (fairseq's and BioGPT's ``</s>``); Llama-family models start from ``<s>`` (the tokenizer's prefix_token_id)."""
     vocab_size = model.cfg.vocab_size
     prefixes = [_check_prefix(i, p, vocab_size, eos, pad) for i, p in enumerate(prefixes)]
     _check_options(beam, max_len_b, min_len, no_repeat_ngram_size, sampling, temperature, topk, topp, vocab_size)
@@ -102,7 +104,8 @@ def generate_nbest(
     model.eval()
     try:
         with torch.inference_mode():
-            search = _Search(model, prefixes, max_len, min_len, lenpen, no_repeat_ngram_size, temperature, eos, pad)
+            search = _Search(model, prefixes, max_len, min_len, lenpen, no_repeat_ngram_size, temperature, eos, pad,
+                             eos if bos is None else bos)
             if beam == 1:
                 generator = None
                 if sampling:
@@ -155,10 +158,10 @@ def _check_options(beam, max_len_b, min_len, ngram, sampling, temperature, topk,
 class _Search:
     """Decoding state shared by the single-hypothesis and beam paths."""
 
-    def __init__(self, model, prefixes, max_len, min_len, lenpen, ngram, temperature, eos, pad):
+    def __init__(self, model, prefixes, max_len, min_len, lenpen, ngram, temperature, eos, pad, bos):
         self.model, self.prefixes = model, prefixes
         self.max_len, self.min_len, self.lenpen, self.ngram = max_len, min_len, lenpen, ngram
-        self.temperature, self.eos, self.pad = temperature, eos, pad
+        self.temperature, self.eos, self.pad, self.bos = temperature, eos, pad, bos
         self.device = next(model.parameters()).device
         self.common = min(len(p) for p in prefixes)  # positions shared by all: one forward pass
         width = max(len(p) for p in prefixes)
@@ -177,13 +180,13 @@ class _Search:
         return F.log_softmax(logits, dim=-1)
 
     def prefill(self):
-        """Feed ``[</s>] + prefix[:common]`` for every sentence through a new cache.
+        """Feed ``[bos] + prefix[:common]`` (BioGPT: bos = </s>) for every sentence through a new cache.
 
         Returns (cache, histories [B, max_len + 2], log-probs for step ``common`` [B, V], score of the forced
         tokens [B])."""
         B, m = len(self.prefixes), self.common
         tokens = torch.full((B, self.max_len + 2), self.pad, dtype=torch.long, device=self.device)
-        tokens[:, 0] = self.eos
+        tokens[:, 0] = self.bos
         tokens[:, 1 : m + 1] = self.forced[:, :m]
         cache = self.model.make_cache(B, self.max_len + 1)
         chunk = max(1, _PREFILL_LOGITS_BUDGET // (B * self.model.cfg.vocab_size))

@@ -131,10 +131,11 @@ def _decode_key(cfg, ckpt_sha256, split: str, n: int, device_type: str = "cpu") 
     t, ev = cfg.task, cfg.evaluation
     prefix = _split_prefix(cfg, split)
     d = data_dir(cfg)
+    vocab = next(name for name in ("dict.txt", "tokenizer.model", "vocab.txt") if (d / name).exists())
     return {
         "checkpoint_sha256": ckpt_sha256,
         "data": {f"{prefix.name}.bin": sha256_file(f"{prefix}.bin"), f"{prefix.name}.idx": sha256_file(f"{prefix}.idx"),
-                 f"{split}.pmid": sha256_file(d / f"{split}.pmid"), "dict.txt": sha256_file(d / "dict.txt")},
+                 f"{split}.pmid": sha256_file(d / f"{split}.pmid"), vocab: sha256_file(d / vocab)},
         "split": split, "examples": n,
         "prompt": {"learned_prompt": int(t.learned_prompt), "learned_prompt_pattern": str(t.learned_prompt_pattern),
                    "manual_prompt": t.manual_prompt, "prefix": bool(t.prefix),
@@ -217,7 +218,8 @@ def generate(cfg: DictConfig, run_dir: Path) -> dict:
                 spec.name, ckpt_path.name, info.device, ev.dtype, info.rank, info.world_size)
     hyps = _decode(cfg, model, [prefixes[i] for i in mine], dictionary)
     bpe = [dictionary.string(h) for h in hyps]
-    detok = [_detokenize(b) for b in bpe]
+    # BioGPT: remove BPE and Moses-detokenise (infer.sh); a SentencePiece vocabulary already decodes to text
+    detok = [_detokenize(b) for b in bpe] if _is_bpe(dictionary) else bpe
     seconds = time.perf_counter() - t0
     if info.world_size > 1:
         part = out["meta"].parent / f".{split}.rank{info.rank}.json"
@@ -274,9 +276,17 @@ def _decode(cfg, model, prefixes, dictionary) -> list[list[int]]:
     if not prefixes:
         return []
     opts = _generation_options(cfg)
+    # the sequence start: BioGPT's </s> (a fairseq Dictionary has no prefix_token_id: eos), Llama's <s>
+    bos = getattr(dictionary, "prefix_token_id", None)
     return decode_prefixes(model, prefixes, batch_size=int(cfg.generation.batch_size), progress=True,
                            max_positions=model.cfg.max_positions, eos=dictionary.eos(), pad=dictionary.pad(),
-                           **opts)
+                           bos=bos, **opts)
+
+
+def _is_bpe(dictionary) -> bool:
+    from biogpt_train.data.dictionary import Dictionary
+
+    return isinstance(dictionary, Dictionary)
 
 
 def _detokenize(bpe_line: str) -> str:
