@@ -6,10 +6,8 @@ A TaskSpec says how a task is evaluated end to end:
   reports (``paper_results.PRIMARY_METRIC``);
 * ``answer_prefix``: the fixed text of the target template before the answer (classification tasks), used to
   read labels back from prepared ``.y`` lines;
-* prompt and length defaults (``learned_prompt``, ``max_source_positions``) and the recipe of §5.4 (``recipe``),
-  which ``conf/task`` and ``conf/experiment`` must agree with (tests/test_evaluate.py checks it);
-* ``eval_checkpoint``: the checkpoint BioGPT evaluates (``checkpoint_avg.pt`` = mean of the last 5 epoch
-  checkpoints, or ``checkpoint_last.pt`` for HoC);
+* (the training recipe — prompt, lengths, LR, epochs, which checkpoint is evaluated — lives in one place only:
+  ``conf/task`` and ``conf/experiment``; tests/test_configs.py checks the experiments against the paper's §5.4)
 * ``gold``: per split, an ordered list of ``GoldRule``s. The first rule whose input exists gives the gold file;
   when none does, evaluation stops with an error listing every place it looked. Kinds:
 
@@ -67,8 +65,6 @@ class TaskSpec:
     primary_metric: str
     metrics: tuple[str, ...]  # the headline metrics the paper reports for the task
     answer_prefix: str  # target template text before the answer ("" for relation extraction)
-    learned_prompt: int
-    max_source_positions: int
     data_prep: str  # `python -m data_prep dataset=<data_prep>`
     raw_subdir: str  # the task's raw files under paths.shared (../shared/data)
     gold_format: str
@@ -77,9 +73,6 @@ class TaskSpec:
     uses_entities: bool  # bc5cdr: {split}.entities.json
     # data_prep settings (manifest.json "settings") the scorer must follow: {setting: scorer option}
     scorer_options_from_data: Mapping[str, str] = field(default_factory=dict)
-    eval_checkpoint: str = "checkpoint_avg.pt"
-    average_last_epochs: int = 5  # 0: no averaging (evaluate eval_checkpoint as trained)
-    recipe: Mapping[str, object] = field(default_factory=dict)  # §5.4 train.sh values (documentation + checks)
 
     def gold_rules(self, split: str) -> tuple[GoldRule, ...]:
         if split not in self.gold:
@@ -109,51 +102,41 @@ def _pqa(split: str) -> tuple[GoldRule, ...]:
     return tuple(rules) + (GoldRule("prepared"),)
 
 
-_RE_RECIPE = dict(lr=1e-5, warmup_updates=100, max_epoch=100, keep_last_epochs=5)
-
 TASKS: dict[str, TaskSpec] = {
     "bc5cdr": TaskSpec(
         name="bc5cdr", scorer="bc5cdr", primary_metric="f1", metrics=("precision", "recall", "f1"),
-        answer_prefix="", learned_prompt=9, max_source_positions=640, data_prep="bc5cdr", raw_subdir="BC5CDR/raw",
+        answer_prefix="", data_prep="bc5cdr", raw_subdir="BC5CDR/raw",
         gold_format="pubtator",
         gold={"train": _both_cdr_places("CDR_TrainingSet.PubTator.txt"),
               "valid": _both_cdr_places("CDR_DevelopmentSet.PubTator.txt"),
               "test": _both_cdr_places("CDR_TestSet.PubTator.txt")},
         uses_pmids=True, uses_entities=True,
-        recipe=dict(_RE_RECIPE),
     ),
     "kd_dti": TaskSpec(
         name="kd_dti", scorer="kd_dti", primary_metric="f1", metrics=("precision", "recall", "f1"),
-        answer_prefix="", learned_prompt=9, max_source_positions=640, data_prep="kd_dti", raw_subdir="KD-DTI/raw",
+        answer_prefix="", data_prep="kd_dti", raw_subdir="KD-DTI/raw",
         gold_format="biogpt_json", gold={s: _re_json(s) for s in SPLITS},
         uses_pmids=True, uses_entities=False, scorer_options_from_data={"target_format": "target_format"},
-        recipe=dict(_RE_RECIPE, warmup_updates=1000, max_epoch=30),
     ),
     "ddi": TaskSpec(
         name="ddi", scorer="ddi", primary_metric="f1", metrics=("precision", "recall", "f1"),
-        answer_prefix="", learned_prompt=9, max_source_positions=640, data_prep="ddi", raw_subdir="DDI/raw",
+        answer_prefix="", data_prep="ddi", raw_subdir="DDI/raw",
         gold_format="biogpt_json", gold={s: _re_json(s) for s in SPLITS},
         uses_pmids=True, uses_entities=False, scorer_options_from_data={"target_format": "target_format"},
-        recipe=dict(_RE_RECIPE, lr=1e-4, warmup_updates=500),
     ),
     "pubmedqa": TaskSpec(
         name="pubmedqa", scorer="pubmedqa", primary_metric="accuracy", metrics=("accuracy", "macro_f1"),
-        answer_prefix="the answer to the question given the context is", learned_prompt=9,
-        max_source_positions=900, data_prep="pubmedqa", raw_subdir="PubMedQA",
+        answer_prefix="the answer to the question given the context is", data_prep="pubmedqa", raw_subdir="PubMedQA",
         gold_format="pqa_truth", gold={s: _pqa(s) for s in SPLITS},
         uses_pmids=True, uses_entities=False,
-        # no train script for the reasoning-required model; the deleted reasoning-free script's values
-        recipe=dict(_RE_RECIPE),
     ),
     "hoc": TaskSpec(
         name="hoc", scorer="hoc", primary_metric="micro_f1", metrics=("micro_f1",),
-        answer_prefix="the type of this document is", learned_prompt=1, max_source_positions=900,
+        answer_prefix="the type of this document is",
         data_prep="hoc", raw_subdir="HoC/raw", gold_format="hoc_tsv",
         gold={"train": (GoldRule("prepared"),), "valid": (GoldRule("prepared"),),
               "test": (GoldRule("file", "test.tsv"), GoldRule("prepared"))},
         uses_pmids=False, uses_entities=False,
-        eval_checkpoint="checkpoint_last.pt", average_last_epochs=0,
-        recipe=dict(lr=1e-5, warmup_updates=1000, max_update=20000, save_interval_updates=1000),
     ),
 }
 
