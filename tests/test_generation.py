@@ -630,3 +630,29 @@ def test_greedy_near_ties_resolve_as_fairseq_beam1_step():
 def test_greedy_tiebreak_option_is_checked(model):
     with pytest.raises(ValueError, match="greedy_tiebreak"):
         generate(model, [[5]], greedy_tiebreak="first")
+
+
+def test_cut_prefixes_and_unk_heavy_input_are_said_not_silent(task_files, caplog):
+    """A source longer than max_source_positions, a prefix longer than the model's positions, and input whose
+    words the dictionary mostly lacks (a wrong dict.txt/bpecodes pair) each give a warning in generate."""
+    from biogpt_train.data.dictionary import Dictionary
+    from biogpt_train.data.tokenizer import Tokenizer
+    from biogpt_train.generation.decode import decode_lines
+
+    d, model, _, _ = task_files
+    dictionary = Dictionary.load(d / "dict.txt")
+    for k in (1, 2, 3):
+        dictionary.add_symbol(f"learned{k}")
+    tok = Tokenizer(dictionary, d / "bpecodes")
+    with caplog.at_level("WARNING", logger="biogpt_train"):
+        decode_lines(model, dictionary, ["the cat is the cell of the cat ."], max_source_positions=4, tokenizer=tok,
+                     max_len_b=20)
+    assert "1 of 1 sources are longer than max_source_positions=4" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="biogpt_train"):
+        generate(model, [[5] * 70], max_len_b=1024)  # the model has 64 positions
+    assert "1 of 1 prefixes are longer than the length limit 63" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="biogpt_train"):
+        decode_lines(model, dictionary, ["ÄÖÜ ßøå ÆØÅ ÞÐ"], max_source_positions=6, tokenizer=tok, max_len_b=20)
+    assert "encode to <unk>" in caplog.text

@@ -161,6 +161,11 @@ def build_prefixes(sources: Sequence[Sequence[int]], prompt: Sequence[int], dict
 
     ellipsis = dictionary.index("...")
     sep = dictionary.index(sep_token) if prefix else None
+    eos = dictionary.eos()
+    cut = sum(len(s) - (1 if len(s) and int(s[-1]) == eos else 0) > max_source_positions for s in sources)
+    if cut:  # the same cut training makes (PromptDataset): said, not silent
+        logger.warning("generate: %d of %d sources are longer than max_source_positions=%d tokens and were cut "
+                       "(ending in '...'), as in training", cut, len(sources), max_source_positions)
     return [build_inference_prefix(list(map(int, s)), prompt, max_source_positions=int(max_source_positions),
                                    ellipsis_id=ellipsis, eos=dictionary.eos(), prefix=bool(prefix), sep_id=sep)
             for s in sources]
@@ -223,6 +228,8 @@ def decode_lines(model, dictionary, lines: Sequence[str], *, prompt: Sequence[in
                              "merges.txt is found by itself), or BPE'd input (--input-format bpe)")
         lines = tokenizer.bpe_encode_batch(list(lines))
     sources = [dictionary.encode_line(line, append_eos=True, add_if_not_exist=False) for line in lines]
+    if tokenizer is not None and hasattr(tokenizer, "check_unk"):  # a dict.txt / bpecodes mismatch: mostly <unk>
+        tokenizer.check_unk(sources, "generate input", logger=logger)
     return decode_sources(model, dictionary, sources, prompt=prompt, max_source_positions=max_source_positions,
                           tokenizer=tokenizer, batch_size=batch_size, prefix=prefix, sep_token=sep_token,
                           **gen_kwargs)

@@ -40,11 +40,13 @@ step by step, which is exact because sequences contain no pads. Finished sentenc
 
 from __future__ import annotations
 
+import logging
 from typing import List, NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
+logger = logging.getLogger("biogpt_train")
 NEG_INF = float("-inf")
 # At most this many float32 logits are alive during the prefix pass (~128 MiB); longer prefixes go in chunks.
 _PREFILL_LOGITS_BUDGET = 1 << 25
@@ -98,7 +100,11 @@ def generate_nbest(
                          f"(min(max_len_b={max_len_b}, max_positions - 1))")
     if not prefixes:
         return []
-    prefixes = [p[:max_len] for p in prefixes]  # fairseq forces the prefix only for steps < max_len
+    long = sum(len(p) > max_len for p in prefixes)
+    if long:  # fairseq forces the prefix only for steps < max_len: the rest is never read
+        logger.warning("generate: %d of %d prefixes are longer than the length limit %d (min(max_len_b, "
+                       "max_positions - 1)) and were cut", long, len(prefixes), max_len)
+    prefixes = [p[:max_len] for p in prefixes]
 
     was_training = model.training
     model.eval()
