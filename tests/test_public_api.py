@@ -105,3 +105,13 @@ def test_load_pretrained_native_llama_keeps_its_tokenizer(sp_model, tmp_path):
     assert torch.equal(again(tokens), model(tokens))
     assert biogpt_train.load_tokenizer(tmp_path / "l.pt").encode(TEXTS[0]) == \
         biogpt_train.load_tokenizer(sp_model).encode(TEXTS[0])
+
+
+def test_a_tokenizer_larger_than_the_embedding_is_a_clear_error(sp_model):
+    from biogpt_train.models import build_model
+    from biogpt_train.models.presets import get_preset
+
+    tok = biogpt_train.load_tokenizer(sp_model)
+    model = build_model("llama", get_preset("llama_tiny", vocab_size=len(tok) - 10)).eval()
+    with pytest.raises(ValueError, match=r"tokenizer has 400 entries but the model's embedding has only 390 rows"):
+        biogpt_train.loglikelihood(model, tok, [("a", " b")])

@@ -233,6 +233,16 @@ def _symbols(dictionary) -> list:
     return list(getattr(dictionary, "symbols", dictionary))
 
 
+def check_tokenizer_fits(model, tokenizer, where: str = "model") -> None:
+    """A tokenizer whose ids reach past the embedding would index out of range deep in the forward: refuse it
+    here, with both sizes (any family; a smaller tokenizer is fine, e.g. HF Llama embeddings padded to 32 rows)."""
+    rows = unwrap(model).get_input_embeddings().num_embeddings if hasattr(unwrap(model), "get_input_embeddings") \
+        else next(m for m in unwrap(model).modules() if isinstance(m, torch.nn.Embedding)).num_embeddings
+    if len(tokenizer) > rows:
+        raise CheckpointError(f"{where}: the tokenizer has {len(tokenizer)} entries but the model's embedding has "
+                              f"only {rows} rows; use the tokenizer the checkpoint was trained with")
+
+
 def check_vocab(model_config: ModelConfig, dictionary, dict_path=None, ckpt_path=None) -> None:
     """The embedding must have exactly one row per dictionary symbol (fairseq never pads it further)."""
     n, rows = len(_symbols(dictionary)), model_config.vocab_size

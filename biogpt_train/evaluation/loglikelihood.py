@@ -144,6 +144,9 @@ def _short(text: str, n: int = 60) -> str:
 def loglikelihood(model, tokenizer, requests: Sequence[Request], *, batch_size: int = 16,
                   max_length: Optional[int] = None, device=None) -> List[Tuple[float, bool]]:
     """(sum of continuation log-probs, is_greedy) for every (context, continuation), in request order."""
+    from biogpt_train.checkpoint.io import check_tokenizer_fits
+
+    check_tokenizer_fits(model, tokenizer, "loglikelihood")
     return loglikelihood_tokens(model, encode_pairs(tokenizer, requests), batch_size=batch_size,
                                 max_length=max_length, device=device)
 
