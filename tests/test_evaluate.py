@@ -1,4 +1,4 @@
-"""The `generate` / `score` stages (biogpt_train/evaluate.py) and the task registry.
+"""The `generate` / `score` stages (biogpt_train/pipeline/evaluate.py) and the task registry.
 
 Synthetic prepared directories and a tiny random model check BioGPT's decoding semantics (forced source+prompt
 prefix, source truncation with '...', greedy, the length limit counting the prefix, output = whole hypothesis in
