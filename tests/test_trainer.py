@@ -9,14 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from biogpt_train import distributed
 from biogpt_train.checkpoint import training as ckpt
 from biogpt_train.checkpoint.io import read_checkpoint, save_native
-from biogpt_train.config import compose
 from biogpt_train.data.batching import make_batches
 from biogpt_train.models.biogpt import ModelConfig, TransformerLM
 from biogpt_train.train.trainer import NonFiniteLossError, Trainer
-from test_trainer_helpers import make_lm_data, make_pair_data, read_metrics, tiny_overrides
+from test_trainer_helpers import make_lm_data, make_pair_data, make_trainer, read_metrics
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")  # tiny models: threads only contend
 
@@ -24,11 +22,6 @@ pytestmark = pytest.mark.usefixtures("single_torch_thread")  # tiny models: thre
 @pytest.fixture(scope="module")
 def lm_data(tmp_path_factory):
     return make_lm_data(tmp_path_factory.mktemp("lm") / "data")
-
-
-def make_trainer(tmp_path, data, **overrides) -> Trainer:
-    cfg = compose(tiny_overrides(data, tmp_path / "runs", **overrides))
-    return Trainer(cfg, tmp_path / "run", distributed.init("cpu"))
 
 
 def test_update_is_per_token_mean_over_all_micro_batches(tmp_path, lm_data, monkeypatch):

@@ -111,3 +111,13 @@ def read_metrics(run_dir: Path, split: str = "train") -> dict[int, dict]:
         if rec["split"] == split:
             out[rec["update"]] = rec
     return out
+
+
+def make_trainer(tmp_path: Path, data: Path, **overrides):
+    """A Trainer on `data` with the tiny CPU settings (tests that drive its methods directly)."""
+    from biogpt_train import distributed
+    from biogpt_train.config import compose
+    from biogpt_train.train.trainer import Trainer
+
+    cfg = compose(tiny_overrides(data, tmp_path / "runs", **overrides))
+    return Trainer(cfg, tmp_path / "run", distributed.init("cpu"))

@@ -14,7 +14,7 @@ from biogpt_train.config import compose
 from biogpt_train.data.iterators import group
 from biogpt_train.train import trainer as trainer_mod
 from biogpt_train.train.trainer import Trainer
-from test_trainer_helpers import make_lm_data, read_metrics, tiny_overrides
+from test_trainer_helpers import make_lm_data, make_trainer, read_metrics, tiny_overrides
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")  # tiny models: threads only contend
 
@@ -22,11 +22,6 @@ pytestmark = pytest.mark.usefixtures("single_torch_thread")  # tiny models: thre
 @pytest.fixture(scope="module")
 def lm_data(tmp_path_factory):
     return make_lm_data(tmp_path_factory.mktemp("lm") / "data")
-
-
-def make_trainer(tmp_path, data, **overrides) -> Trainer:
-    cfg = compose(tiny_overrides(data, tmp_path / "runs", **overrides))
-    return Trainer(cfg, tmp_path / "run", distributed.init("cpu"))
 
 
 def _grads_after_one_step(tr: Trainer, monkeypatch) -> tuple[dict, list[torch.Tensor]]:
