@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from biogpt_train.models.electra import (ElectraDiscriminator, ElectraGenerator, EncoderConfig, EncoderConfigError,
-                                         QAModel, SequenceClassifier, build_encoder, config_from_yaml_dict,
+                                         QAModel, build_encoder, config_from_yaml_dict,
                                          generator_config, num_parameters, tie_electra_embeddings)
 from biogpt_train.models.electra_pretraining import ElectraPretraining, electra_loss, mask_tokens
 

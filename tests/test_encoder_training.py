@@ -15,7 +15,7 @@ import torch
 
 from biogpt_train import distributed
 from biogpt_train.config import compose
-from biogpt_train.models.electra import EncoderConfig, QAModel, build_encoder
+from biogpt_train.models.electra import EncoderConfig, QAModel
 from biogpt_train.models.electra_pretraining import build_electra
 from biogpt_train.train.lr_schedulers import linear
 from biogpt_train.train.optim import build_optimizer, layer_depths, set_lr

@@ -291,7 +291,7 @@ def test_cli_end_to_end_and_collect_table(tiny, tmp_path, capsys):
 
 
 def test_load_tokenizer_beside_hf_directory_and_stored_dictionary(tiny, tmp_path):
-    from biogpt_train.checkpoint.io import CheckpointError, export_hf, save_native
+    from biogpt_train.checkpoint.io import export_hf, save_native
     from biogpt_train.evaluation.cli import _load_tokenizer
 
     model, tok, d = tiny

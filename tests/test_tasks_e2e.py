@@ -119,7 +119,6 @@ def prepare(task: str, root: Path, **subset) -> tuple[Path, Path]:
 def compose_task(task: str, data: Path, runs: Path, overrides=()):
     """+experiment=<task> (conf/experiment), shrunk: tiny model, CPU, a few updates, short sources."""
     from biogpt_train.config import compose
-    from biogpt_train.tasks.registry import get_task
 
     averaged = "average" in compose([f"+experiment={task}"]).pipeline.stages  # the recipe's own choice
     base = [f"+experiment={task}"]
