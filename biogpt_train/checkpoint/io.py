@@ -501,13 +501,14 @@ def build_model(loaded: Loaded):
     with torch.device("meta"):
         model = new_model(loaded.family, loaded.model_config, **head)
     sd = dict(loaded.state_dict)
-    if loaded.family == "electra":
+    if loaded.family == "electra":  # its adapter checks every name and shape (hf_encoder._adapt_state_dict)
         from biogpt_train.checkpoint.hf_encoder import _adapt_state_dict
 
         sd = _adapt_state_dict(model, sd, str(loaded.path), same_head=True)
-    if loaded.family == "llama" and loaded.model_config.tie_embeddings:
-        sd.setdefault("lm_head.weight", sd.get("model.embed_tokens.weight"))
-    _check_tensors(model, sd, loaded.path)
+    else:
+        if loaded.model_config.tie_embeddings:
+            sd.setdefault("lm_head.weight", sd.get("model.embed_tokens.weight"))
+        _check_tensors(model, sd, loaded.path)
     model.load_state_dict(sd, strict=True, assign=True)
     if hasattr(model, "tie_weights"):
         model.tie_weights()  # assign=True gave a tied head its own Parameter

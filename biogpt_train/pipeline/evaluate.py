@@ -93,9 +93,6 @@ def _read_manifest(directory: Path) -> dict:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
 
 
-_checkpoint_entry = file_entry  # results.json's record of the checkpoint (file or HF directory)
-
-
 # --- generate --------------------------------------------------------------------------------------------------
 def resolve_checkpoint(cfg, run_dir: Path) -> Path:
     name = str(cfg.generation.checkpoint)
@@ -200,7 +197,7 @@ def generate(cfg: DictConfig, run_dir: Path) -> dict:
 
     info = distributed.init(cfg.trainer.device, cfg.distributed.backend, cfg.distributed.timeout_minutes)
     ckpt_path = resolve_checkpoint(cfg, run_dir)
-    ckpt_entry = _checkpoint_entry(ckpt_path)
+    ckpt_entry = file_entry(ckpt_path)
     key = _decode_key(cfg, ckpt_entry["sha256"], split, n, info.device.type)
     if ev.reuse and _reusable(out, key):
         logger.info("generate: %s already holds %d decoded %s examples of %s with the same checkpoint, data and "
@@ -499,7 +496,7 @@ def score(cfg: DictConfig, run_dir: Path) -> dict:
             if old.get("split") not in (None, results["split"]):
                 logger.warning("score: overwriting %s, which held %s results (evaluation.results_file names "
                                "another file)", results_path, old.get("split"))
-        atomic_write(results_path, json.dumps(_json_safe(results), indent=1, allow_nan=False) + "\n")
+        atomic_write(results_path, json.dumps(json_safe(results), indent=1, allow_nan=False) + "\n")
     finally:
         distributed.barrier()
     m = results["metrics"]
@@ -674,7 +671,6 @@ def _resolved(cfg) -> dict:
     return resolved_dict(cfg)
 
 
-_json_safe = json_safe
 
 
 def _now() -> str:

@@ -76,7 +76,8 @@ def predict_logits(model, features, pad_id: int, batch_size: int, device) -> tup
 def generate(cfg, run_dir: Path) -> dict:
     from biogpt_train import distributed
     from biogpt_train.data.squad import postprocess, write_json
-    from biogpt_train.pipeline.evaluate import _checkpoint_entry, _now, resolve_checkpoint
+    from biogpt_train.pipeline.evaluate import _now, resolve_checkpoint
+    from biogpt_train.utils import file_entry
     from biogpt_train.scoring.bioasq import bioasq_answer_json, merge_nbest
 
     t, split = cfg.task, str(cfg.generation.subset)
@@ -105,7 +106,7 @@ def generate(cfg, run_dir: Path) -> dict:
         write_json(out["null_odds"], null_odds)
     if str(t.name) == "bioasq":
         write_json(out["bioasq"], bioasq_answer_json(merge_nbest(nbest)))
-    meta = {"checkpoint": _checkpoint_entry(ckpt), "split": split, "examples": len(examples),
+    meta = {"checkpoint": file_entry(ckpt), "split": split, "examples": len(examples),
             "features": len(features), "seconds": round(time.perf_counter() - t0, 3), "device": str(info.device),
             "created": _now(), "options": {k: t[k] for k in ("max_seq_length", "doc_stride", "max_query_length",
                                                             "n_best_size", "max_answer_length",
@@ -204,9 +205,10 @@ def qa_scores(cfg, split: str, examples, preds: dict, nbest: dict, null_odds: di
 
 def score(cfg, run_dir: Path) -> dict:
     from biogpt_train import distributed
-    from biogpt_train.pipeline.evaluate import (_json_safe, _now, _overrides, _resolved, _software, _stage_return,
+    from biogpt_train.pipeline.evaluate import (_now, _overrides, _resolved, _software, _stage_return,
                                                 default_group)
     from biogpt_train.tasks.paper_results import lookup
+    from biogpt_train.utils import json_safe
 
     run_dir = Path(run_dir)
     ev, task, split = cfg.evaluation, str(cfg.task.name), str(cfg.generation.subset)
@@ -249,7 +251,7 @@ def score(cfg, run_dir: Path) -> dict:
         "generation": meta["options"], "config": _resolved(cfg), "created": _now(), "software": _software(),
     }
     try:
-        atomic_write(results_path, json.dumps(_json_safe(results), indent=1, allow_nan=False) + "\n")
+        atomic_write(results_path, json.dumps(json_safe(results), indent=1, allow_nan=False) + "\n")
     finally:
         distributed.barrier()
     logger.info("score: %s %s %s", task, split, ", ".join(f"{m} {metrics[m]:.2f}" for m in table))
