@@ -53,3 +53,17 @@ def test_no_grad_and_bad_shapes():
     assert not loss.requires_grad
     with pytest.raises(ValueError, match="targets"):
         linear_cross_entropy(h, w, t[:, 1:], PAD)
+
+
+def test_bf16_one_chunk_feature_gradient_is_autocast_bitwise():
+    """log-softmax, p = exp(log p), bf16 cast: the same operations as autocast + F.cross_entropy's backward, so
+    with one chunk and a unit incoming gradient the feature gradient is bit-for-bit the reference's."""
+    h, w, t = _inputs(seed=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = F.cross_entropy(F.linear(h, w).float().view(-1, 50), t.view(-1), ignore_index=PAD, reduction="sum")
+        got = linear_cross_entropy(h, w, t, PAD)
+    ref.backward()
+    ref_gh, h.grad = h.grad.clone(), None
+    got.backward()
+    assert torch.equal(h.grad, ref_gh)
+    assert got.item() == pytest.approx(ref.item(), rel=1e-6)  # only the summation order differs

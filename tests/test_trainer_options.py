@@ -182,3 +182,13 @@ def test_stop_time_hours_stops_after_the_update_that_crosses_it(tmp_path, lm_dat
     assert list(read_metrics(tmp_path / "run", "valid")) == [3]
     state = torch.load(tmp_path / "run" / "checkpoints" / "checkpoint_last.pt", weights_only=True)["train_state"]
     assert state["num_updates"] == 3 and state["elapsed"] == pytest.approx(3000.0)
+
+
+def test_keep_freed_memory_is_accepted_on_glibc():
+    """trainer.cpu_keep_freed_memory (default on): glibc accepts the thresholds; elsewhere it is a no-op."""
+    import platform
+
+    from biogpt_train.train.allocator import keep_freed_memory
+
+    ok = keep_freed_memory()
+    assert ok is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")

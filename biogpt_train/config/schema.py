@@ -271,6 +271,9 @@ class TrainerConfig:
     activation_checkpointing: bool = False
     compile: bool = False
     tf32: bool = False  # BioGPT fine-tuned in true fp32 (torch 1.12 had no TF32 by default); true: faster on Ampere+
+    # CPU: glibc keeps freed large blocks for reuse (no page faults on every update's big tensors; numerics
+    # unchanged, the process keeps its peak heap). train/allocator.py
+    cpu_keep_freed_memory: bool = True
 
 
 @dataclass

@@ -35,6 +35,7 @@ from biogpt_train.data.splits import (
 )
 from biogpt_train.logging import IntervalMeter, MetricWriter, base2, memory_gb, perplexity
 from biogpt_train.models import build_model, model_config
+from biogpt_train.train.allocator import keep_freed_memory
 from biogpt_train.train.lora import apply_lora
 from biogpt_train.train.lr_schedulers import build_lr_fn
 from biogpt_train.train.objectives import dummy_sample, model_options, objective_for
@@ -84,6 +85,8 @@ class Trainer:
             self.lr_fn = self._build_lr_fn(cfg.trainer.max_update)
         if self.device.type == "cuda":
             torch.set_float32_matmul_precision("high" if cfg.trainer.tf32 else "highest")
+        if self.device.type == "cpu" and cfg.trainer.cpu_keep_freed_memory:
+            keep_freed_memory()  # process-wide: large buffers are reused, not page-faulted in every update
 
         self.family = str(cfg.model.family)
         self.objective = objective_for(cfg)  # None: next-token NLL (_loss)
