@@ -337,3 +337,61 @@ def test_small_presets_build_with_tokenizer_vocab():
         config_from_yaml_dict({**read_preset("llama_tiny"), "dim": 3}, vocab_size=10)
     # vocab_size= overrides the file's
     assert config_from_yaml_dict(read_preset("llama2_7b"), vocab_size=32001).vocab_size == 32001
+
+
+def _materialised_loss(model, tokens, target, ignore):
+    logits = model(tokens)
+    return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), target.flatten(), ignore_index=ignore,
+                                             reduction="sum")
+
+
+@pytest.mark.parametrize("tied", [False, True])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_target_loss_equals_materialised_logits_loss(tied, precision):
+    """forward(target=) (lm_head fused with the CE in row chunks, what the trainer calls) = cross_entropy of the
+    materialised logits: the loss and every parameter's gradient, right-padded targets ignored."""
+    cfg = LlamaConfig(vocab_size=90, embed_dim=32, layers=2, heads=4, kv_heads=2, ffn_dim=64, max_positions=32,
+                      tie_embeddings=tied)
+    model, _ = make_pair(cfg)
+    model.train()
+    tokens, mask = padded_batch(cfg, [13, 9, 13], "right")
+    target = torch.roll(tokens, -1, dims=1).masked_fill(mask == 0, PAD)
+    target[:, -1] = PAD
+    dtype = {"fp32": None, "bf16": torch.bfloat16}[precision]
+    results = []
+    for fused in (True, False):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            loss = model(tokens, target=target) if fused else _materialised_loss(model, tokens, target, PAD)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (a, ga), (b, gb) = results
+    tol = {"fp32": dict(rtol=1e-4, atol=1e-5), "bf16": dict(rtol=2e-2, atol=2e-2)}[precision]
+    torch.testing.assert_close(a, b, **tol)
+    assert ga.keys() == gb.keys()
+    for name in ga:
+        torch.testing.assert_close(ga[name], gb[name], **tol, msg=lambda m: f"{name}: {m}")
+    with torch.no_grad():  # explicit ignore_index and no pad id at all
+        assert model(tokens, target=target, ignore_index=PAD).item() == model(tokens, target=target).item()
+        everything = torch.nn.functional.cross_entropy(model(tokens).flatten(0, 1), target.flatten(),
+                                                       reduction="sum")
+        model.cfg.pad_id = None
+        assert model(tokens, target=target).item() == pytest.approx(everything.item(), rel=1e-5)
+
+
+def test_target_loss_through_a_lora_wrapped_head():
+    """LoRA on lm_head: forward(target=) uses the adapter's forward (the fused path would drop its delta)."""
+    pytest.importorskip("peft")
+    from biogpt_train.train.lora import apply_lora
+
+    cfg = CONFIGS["mha-2L-d32-h4"]
+    model = apply_lora(make_pair(cfg)[0], {"rank": 2, "alpha": 4, "dropout": 0.0, "target_modules": ["lm_head"]})
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_()  # a non-zero adapter delta
+    tokens, mask = padded_batch(cfg, [9, 7], "right")
+    target = torch.roll(tokens, -1, dims=1).masked_fill(mask == 0, PAD)
+    with torch.no_grad():
+        got = model(tokens, target=target)
+        assert got.item() == pytest.approx(_materialised_loss(model, tokens, target, PAD).item(), rel=1e-6)

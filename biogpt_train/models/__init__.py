@@ -33,10 +33,13 @@ class Family:
     tokenizer: str  # "bpe" (dict.txt + bpecodes) | "sentencepiece" (tokenizer.model) | "wordpiece" (vocab.txt)
     hf_model_types: tuple  # config.json "model_type" values this family reads
     causal: bool = True  # decoder (next-token LM) or encoder
+    # forward options that say a batch is right-padded (every training batch): BioGPT then skips its pad mask
+    right_padded: Mapping = dataclasses.field(default_factory=dict)
 
 
 FAMILIES: dict[str, Family] = {
-    "biogpt": Family(biogpt.ModelConfig, biogpt.TransformerLM, (biogpt.TransformerLM,), "bpe", ("biogpt",)),
+    "biogpt": Family(biogpt.ModelConfig, biogpt.TransformerLM, (biogpt.TransformerLM,), "bpe", ("biogpt",),
+                     right_padded={"pad_mask": False}),
     "llama": Family(llama.LlamaConfig, llama.Llama, (llama.Llama,), "sentencepiece", ("llama",)),
     "electra": Family(electra.EncoderConfig, build_electra,
                       (electra.QAModel, electra.ElectraDiscriminator, electra.ElectraGenerator,

@@ -220,10 +220,12 @@ class TransformerLM(nn.Module):
 
     # --- forward -----------------------------------------------------------------------------------------
     def forward(self, tokens: torch.Tensor, cache: KVCache | None = None, *, pad_mask: bool = True,
-                features_only: bool = False, target: torch.Tensor | None = None) -> torch.Tensor:
+                features_only: bool = False, target: torch.Tensor | None = None,
+                ignore_index: int | None = None) -> torch.Tensor:
         """tokens [B, T] -> logits [B, T, V] (or the final-LayerNorm features [B, T, d] with `features_only`).
 
-        With `target` [B, T]: the summed cross-entropy over non-pad targets (fairseq's training loss), computed
+        With `target` [B, T]: the summed cross-entropy over targets other than `ignore_index` (default: the pad)
+        (fairseq's training loss), computed
         with the output projection in row chunks (biogpt_train.models.loss) so no [B, T, V] logits exist at once.
         Inside forward so that DDP and FSDP (which unshards the tied weight only during forward) run it alike.
 
@@ -253,7 +255,8 @@ class TransformerLM(nn.Module):
         if cache is not None:
             cache.length += T
         if target is not None:
-            return linear_cross_entropy(x, dec.output_projection.weight, target, pad)
+            return linear_cross_entropy(x, dec.output_projection.weight, target,
+                                        pad if ignore_index is None else ignore_index)
         return x if features_only else dec.output_projection(x)
 
     # --- utilities ---------------------------------------------------------------------------------------

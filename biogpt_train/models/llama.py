@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from biogpt_train.models.biogpt import KVCache
+from biogpt_train.models.loss import linear_cross_entropy
 
 
 @dataclass
@@ -183,8 +184,12 @@ class Llama(nn.Module):
                 nn.init.ones_(m.weight)
 
     def forward(self, tokens: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                cache: Optional[KVCache] = None) -> torch.Tensor:
+                cache: Optional[KVCache] = None, *, target: Optional[torch.Tensor] = None,
+                ignore_index: Optional[int] = None) -> torch.Tensor:
         """tokens [B, T] -> logits [B, T, V].
+
+        With `target` [B, T]: the summed cross-entropy over targets other than `ignore_index` (default cfg.pad_id),
+        the training loss, with lm_head fused in row chunks (biogpt_train.models.loss): no [B, T, V] logits.
 
         attention_mask [B, S] (1 = real token, 0 = pad; S = cache.length + T with a cache, else T) hides padded
         keys and gives positions cumsum(mask) - 1, as HF generate computes them: this handles right padding
@@ -224,7 +229,16 @@ class Llama(nn.Module):
             x = layer(x, cos, sin, attn_mask, is_causal, cache, i)
         if cache is not None:
             cache.length = end
-        return self.lm_head(self.model.norm(x))
+        x = self.model.norm(x)
+        if target is None:
+            return self.lm_head(x)
+        ignore = self.cfg.pad_id if ignore_index is None else ignore_index
+        ignore = -100 if ignore is None else ignore  # no pad id: every target counts
+        if type(self.lm_head) is nn.Linear:
+            return linear_cross_entropy(x, self.lm_head.weight, target, ignore)
+        # an adapter (LoRA) wraps the head: its own forward, then the plain fp32 loss
+        return F.cross_entropy(self.lm_head(x).float().flatten(0, 1), target.flatten(), ignore_index=ignore,
+                               reduction="sum")
 
     # --- utilities -------------------------------------------------------------------------------------------
     def make_cache(self, batch_size: int, max_len: int, dtype: Optional[torch.dtype] = None) -> KVCache:

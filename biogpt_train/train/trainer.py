@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from biogpt_train import distributed
 from biogpt_train.checkpoint.io import read_checkpoint
@@ -34,7 +33,7 @@ from biogpt_train.data.splits import (
     build_dictionary, data_dirs, load_split, make_iterator, max_positions, tokenizer_files,
 )
 from biogpt_train.logging import IntervalMeter, MetricWriter, base2, memory_gb, perplexity
-from biogpt_train.models import build_model, model_config
+from biogpt_train.models import build_model, get_family, model_config
 from biogpt_train.train.allocator import keep_freed_memory
 from biogpt_train.train.lora import apply_lora
 from biogpt_train.train.lr_schedulers import build_lr_fn
@@ -205,15 +204,12 @@ class Trainer:
                 return self.objective(self.model, sample, self.device)
         tokens = sample["net_input"]["src_tokens"].to(self.device, non_blocking=True)
         target = sample["target"].to(self.device, non_blocking=True)
-        # fairseq's loss: fp32 log-softmax, NLL summed over non-pad targets. BioGPT fuses it with the output
-        # projection (models/loss.py: no [B, T, V] fp32 logits); collate pads on the right, so the causal mask
-        # alone is exact at real positions (SDPA's causal kernel).
+        # fairseq's loss: fp32 log-softmax, NLL summed over non-pad targets. Every decoder fuses it with its output
+        # projection (`target=`, models/loss.py: no [B, T, V] fp32 logits); collate pads on the right, so the
+        # causal mask alone is exact at real positions (SDPA's causal kernel).
         with autocast(self.autocast_precision, self.device):
-            if self.family == "biogpt":
-                return self.model(tokens, pad_mask=False, target=target)
-            logits = self.model(tokens)
-        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), target.view(-1),
-                               ignore_index=self.dictionary.pad(), reduction="sum")
+            return self.model(tokens, target=target, ignore_index=self.dictionary.pad(),
+                              **get_family(self.family).right_padded)
 
     def lr(self, epoch: int) -> float:
         return self.lr_fn(self.state.num_updates, epoch)
