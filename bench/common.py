@@ -3,6 +3,7 @@ measured in the same run, the step's peak memory, and the machine's state (threa
 
 from __future__ import annotations
 
+import ctypes
 import os
 import statistics
 import threading
@@ -43,9 +44,33 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _malloc_in_use():
+    """glibc's bytes in use (heap + mmap'd blocks; < 1 us a call), or None off glibc >= 2.33. RSS cannot measure a
+    step once freed blocks stay in the heap (trainer.cpu_keep_freed_memory): it would no longer rise."""
+    try:
+        fn = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return None
+    fn.restype = _MallInfo2
+
+    def in_use() -> int:
+        m = fn()
+        return m.uordblks + m.hblkhd
+    return in_use
+
+
+_IN_USE = _malloc_in_use() or (_rss_bytes if os.path.exists("/proc/self/statm") else None)
+
+
 def timed(fn, device: torch.device) -> tuple[float, float]:
-    """(seconds, peak extra memory in GB) of one call. GPU: allocator peak; CPU: the peak RSS above the RSS before
-    the call, sampled every millisecond (what the step itself allocates: activations, logits, gradients)."""
+    """(seconds, peak extra memory in GB) of one call. GPU: allocator peak; CPU: the peak of glibc's bytes in use
+    (RSS where glibc's mallinfo2 is missing) above their level before the call, sampled every millisecond (what
+    the step itself allocates: activations, logits, gradients)."""
     if device.type == "cuda":
         sync(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -54,13 +79,13 @@ def timed(fn, device: torch.device) -> tuple[float, float]:
         fn()
         sync(device)
         return time.perf_counter() - t, (torch.cuda.max_memory_allocated(device) - base) / 2**30
-    base = peak = _rss_bytes() if os.path.exists("/proc/self/statm") else 0
+    base = peak = _IN_USE() if _IN_USE else 0
     done = threading.Event()
 
     def sample():
         nonlocal peak
         while not done.wait(0.001):
-            peak = max(peak, _rss_bytes())
+            peak = max(peak, _IN_USE())
 
     sampler = threading.Thread(target=sample, daemon=True) if base else None
     if sampler:
@@ -71,7 +96,7 @@ def timed(fn, device: torch.device) -> tuple[float, float]:
     done.set()
     if sampler:
         sampler.join()
-        peak = max(peak, _rss_bytes())
+        peak = max(peak, _IN_USE())
     return elapsed, (peak - base) / 2**30
 
 

@@ -11,12 +11,18 @@ dropped: a load change between the halves moved the ratio by 2x.
 MFU = matmul FLOPs (6 x weights + attention, nanoGPT's count) / median update time / the peak of a square matmul
 in the same dtype measured before every round. mem = peak memory the update itself adds (RSS above the RSS before
 it on CPU; allocator peak on GPU); it excludes weights and optimizer state, which are the same on both sides.
+CPU allocator: each side runs as its own process would. Ours: `trainer.cpu_keep_freed_memory` (on by default:
+glibc keeps freed large blocks, train/allocator.py); HF: glibc's defaults as a warmed-up process has them (mmap
+threshold grown to its 32 MiB cap, trim threshold 64 MiB), set before each of its updates. The setting is
+process-wide, so without the switch HF would run with ours (`SAME_ALLOCATOR=1` does that: both keep freed memory).
 
     python -m bench --only trainer_bench [--quick]      or      python -m bench.trainer_bench [--quick]
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
 import statistics
 import sys
 import tempfile
@@ -30,6 +36,7 @@ from biogpt_train import distributed
 from biogpt_train.config import compose
 from biogpt_train.data.iterators import group
 from biogpt_train.models.biogpt import ModelConfig
+from biogpt_train.train.allocator import keep_freed_memory
 from biogpt_train.train.precision import autocast
 from biogpt_train.train.trainer import Trainer
 
@@ -40,6 +47,20 @@ PEAK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # (experiment, sequences per update, min rounds, max rounds, seconds budget per row)
 CASES = [("bench_small", 4, 4, 12, 240), ("bench_biogpt", 1, 3, 5, 300)]
 QUICK_CASES = [("bench_small", 1, 2, 4, 40)]
+
+
+SAME_ALLOCATOR = os.environ.get("SAME_ALLOCATOR") == "1"
+
+
+def glibc_default_allocator() -> None:
+    """glibc's thresholds as a default process has them after its first large frees (the dynamic mmap threshold
+    stops at 32 MiB, the trim threshold follows at twice it): what a plain transformers loop runs with."""
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(-3, ctypes.c_int(32 << 20))  # M_MMAP_THRESHOLD
+    mallopt(-1, ctypes.c_int(64 << 20))  # M_TRIM_THRESHOLD
 
 
 def train_flops_per_token(cfg: ModelConfig, seq: int) -> float:
@@ -103,6 +124,8 @@ def bench_case(experiment: str, batch: int, precision: str, tmp: Path, min_round
         current["peaks"] = current["peak"]
 
     def hf_update():
+        if device.type == "cpu" and not SAME_ALLOCATOR:
+            glibc_default_allocator()
         sample = current["g"][0]
         hf_opt.zero_grad(set_to_none=True)
         tokens, target = sample["net_input"]["src_tokens"].to(device), sample["target"].to(device)
@@ -116,7 +139,12 @@ def bench_case(experiment: str, batch: int, precision: str, tmp: Path, min_round
         float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
         hf_opt.step()
 
-    runners = {"ours": lambda: trainer.train_step(current["g"], 1), "hf": hf_update}
+    def ours_update():
+        if device.type == "cpu" and cfg.trainer.cpu_keep_freed_memory:
+            keep_freed_memory()
+        trainer.train_step(current["g"], 1)
+
+    runners = {"ours": ours_update, "hf": hf_update}
     next_batch()
     for fn in runners.values():  # warmup: first-touch allocation, optimizer state, oneDNN primitive caches
         fn()
@@ -151,7 +179,9 @@ def run(quick: bool = False) -> str:
         "",
         f"Device: {device} ({where}). Ours: `Trainer.train_step` from `+experiment=bench_small|bench_biogpt`; HF: "
         "`BioGptForCausalLM` + `torch.optim.AdamW` (default implementation), same weights, batches and loss "
-        "normalisation. Medians of rounds alternating ours/HF; spread = interquartile range / median (the larger "
+        "normalisation. CPU allocator: " + ("both keep freed memory (SAME_ALLOCATOR=1)" if SAME_ALLOCATOR else
+        "ours keeps freed memory (trainer.cpu_keep_freed_memory), HF glibc's defaults") + ". Medians of rounds "
+        "alternating ours/HF; spread = interquartile range / median (the larger "
         "side); load = 1-minute load average / CPUs at the end of the row. MFU against the square-matmul peak "
         "measured before every round (column 'peak'); mem = peak memory the update adds (GB).",
         "",
