@@ -32,7 +32,7 @@ from biogpt_train.models.biogpt import ModelConfig, TransformerLM
 from biogpt_train.models.presets import get_preset
 
 # (name, config, prompts, shortest, longest, batch_size, max_tokens, </s> boost, timed rounds)
-FULL = ("small (6L d512 V42k)", get_preset("small", dropout=0.0, attention_dropout=0.0), 32, 200, 900, 16, 8192,
+FULL = ("small (6L d512 V42k)", get_preset("small", dropout=0.0, attention_dropout=0.0), 16, 200, 900, 8, 8192,
         4.0, 2)
 QUICK = ("tiny (2L d128 V8k)", ModelConfig(vocab_size=8192, embed_dim=128, layers=2, heads=4, ffn_dim=512,
                                            max_positions=1024, dropout=0.0, attention_dropout=0.0),
