@@ -36,3 +36,18 @@ def test_report_writer_runs_selected_modules(tmp_path, monkeypatch):
 
 def run(quick: bool = False) -> str:  # the fake benchmark module used above
     return "## fake section\n"
+
+
+def test_cpu_step_memory_sees_blocks_the_heap_reuses():
+    """With trainer.cpu_keep_freed_memory a step's large blocks come from the heap without raising RSS; the bench
+    reads glibc's bytes in use instead, so a 64 MiB tensor alive during the call still counts."""
+    import time
+
+    from bench.common import timed
+    from biogpt_train.train.allocator import keep_freed_memory
+
+    if not keep_freed_memory():
+        pytest.skip("not glibc")
+    torch.empty(2**24).fill_(1)  # 64 MiB, freed into the heap before the timed call
+    _, gb = timed(lambda: (torch.empty(2**24).fill_(1), time.sleep(0.05)), torch.device("cpu"))
+    assert gb >= 0.06
