@@ -276,6 +276,7 @@ class _Search:
         # k rows per sentence; only the first is alive until the prefix is over (the others score -inf)
         expand = torch.arange(B, device=self.device).repeat_interleave(k)
         cache.reorder(expand)
+        shared = cache.length  # [bos] + prefix[:common], written by the prefill for all k rows of a sentence
         tokens, lprobs = tokens[expand], lprobs[expand]
         scores = torch.full((B, k), NEG_INF, dtype=lprobs.dtype, device=self.device)
         scores[:, 0] = forced_score
@@ -312,10 +313,11 @@ class _Search:
             rows = cand_rows[keep].gather(1, active).view(-1)
             new_tokens = cand_tokens[keep].gather(1, active).view(-1)
             scores = cand_scores[keep].gather(1, active).view(-1)
+            # within a sentence every beam holds the same prefill positions: only later ones move
+            cache.reorder(rows, start=shared if keep.numel() == sents.numel() else 0)
             sents = sents[keep]
             tokens = tokens[rows]
             tokens[:, step + 1] = new_tokens
-            cache.reorder(rows)
             lprobs = self.lprobs(self.model(new_tokens.unsqueeze(1), cache=cache)[:, -1])
         # Python's sort is stable, as fairseq's: equal scores keep their finishing order
         return [sorted(hyps, key=lambda h: h.score, reverse=True) for hyps in finished]
