@@ -28,6 +28,7 @@ from typing import List, Mapping, Optional, Sequence
 
 import torch
 
+from biogpt_train.generation import kernels
 from biogpt_train.generation.generator import generate
 
 logger = logging.getLogger("biogpt_train")
@@ -206,14 +207,17 @@ def decode_prefixes(model, prefixes: Sequence[Sequence[int]], *, batch_size: int
     out: List[Optional[List[int]]] = [None] * len(prefixes)
     start = time.perf_counter()
     meter = DecodeProgress(len(prefixes)) if progress else None
-    for b, first in enumerate(range(0, len(order), batch_size)):
-        idx = order[first:first + batch_size]
-        for i, hyp in zip(idx, generate(model, [prefixes[i] for i in idx], **gen_kwargs)):
-            out[i] = hyp
-        if meter is not None:
-            meter.add(len(idx), sum(len(out[i]) - len(prefixes[i]) for i in idx))
-        elif log_every and (b + 1) % log_every == 0:
-            logger.info("generate: %d/%d examples, %.1f s", first + len(idx), len(order), time.perf_counter() - start)
+    # fast_kernels: pack the weights once for the whole split, not once per batch
+    with kernels.packed_linears(model, enabled=bool(gen_kwargs.get("fast_kernels"))):
+        for b, first in enumerate(range(0, len(order), batch_size)):
+            idx = order[first:first + batch_size]
+            for i, hyp in zip(idx, generate(model, [prefixes[i] for i in idx], **gen_kwargs)):
+                out[i] = hyp
+            if meter is not None:
+                meter.add(len(idx), sum(len(out[i]) - len(prefixes[i]) for i in idx))
+            elif log_every and (b + 1) % log_every == 0:
+                logger.info("generate: %d/%d examples, %.1f s", first + len(idx), len(order),
+                            time.perf_counter() - start)
     return out
 
 
