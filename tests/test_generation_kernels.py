@@ -148,29 +148,6 @@ def test_fast_kernels_on_a_llama_model():
     assert generate(llama, prefixes, fast_kernels=True, **opts) == generate(llama, prefixes, **opts)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_single_row_gemv_is_bitwise_f_linear(dtype):
-    """The default decoding path: a one-row step under single_row_gemv gives the same bits (when the check says
-    gemv is exact here; otherwise it must leave the model alone), and several rows are untouched."""
-    m = tiny_lm(64, max_positions=32, seed=5, eos_boost=1.0, dtype=dtype)
-    tokens = torch.tensor([[2, 5, 6, 7]])
-    with torch.inference_mode():
-        cache = m.make_cache(1, 8)
-        m(tokens, cache=cache)
-        ref = m(torch.tensor([[9]]), cache=cache)
-        cache.length = 4
-        with kernels.single_row_gemv(m):
-            patched = any("forward" in mod.__dict__ for mod in m.modules())
-            assert patched == kernels.gemv_is_exact(dtype)
-            assert torch.equal(m(torch.tensor([[9]]), cache=cache), ref)
-            assert torch.equal(m(tokens.expand(3, -1)), m(tokens).expand(3, -1, -1))
-        assert not any("forward" in mod.__dict__ for mod in m.modules())
-        if patched:  # a one-row linear really took the gemv path
-            lin = m.decoder.output_projection
-            with kernels.single_row_gemv(m):
-                assert lin.forward is not torch.nn.Linear.forward.__get__(lin)
-
-
 def test_fast_kernels_is_refused_where_it_does_not_apply(model):
     with pytest.raises(ValueError, match="fast_kernels applies to float32 models on CPU"):
         generate(model.double(), [[5]], fast_kernels=True)
