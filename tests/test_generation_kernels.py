@@ -148,6 +148,41 @@ def test_fast_kernels_on_a_llama_model():
     assert generate(llama, prefixes, fast_kernels=True, **opts) == generate(llama, prefixes, **opts)
 
 
+@pytest.mark.parametrize("bias", [False, True])
+def test_chunked_linear_gives_f_linear_bits(bias):
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(64, 9000, bias=bias)  # 4096-row blocks of 1 MiB: two full blocks and a tail
+    with torch.inference_mode():
+        xs = {n: torch.randn(n, 1, 64) for n in (1, 2, 5, 8, 15, 16)}
+        ref = {n: lin(x) for n, x in xs.items()}
+        with kernels.chunked_linears(lin):
+            assert "forward" in lin.__dict__
+            for n, x in xs.items():
+                assert torch.equal(lin(x), ref[n])
+    assert "forward" not in lin.__dict__
+    assert kernels.chunks_are_exact(8, 64, 4096, bias, torch.float32)
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(beam=3, min_len=9), dict(beam=4, max_len_b=12)])
+def test_decoding_with_and_without_chunked_linears_is_identical(monkeypatch, kwargs):
+    """Tiny model, blocks made small (64 rows) so the 200-word output projection is split: same tokens and the
+    same score bits as single F.linear calls (float32 and the float64 of the generation tests)."""
+    import contextlib
+
+    for dtype in (torch.float32, torch.float64):
+        m = tiny_lm(200, max_positions=64, seed=7, eos_boost=1.0, dtype=dtype)
+        monkeypatch.setattr(kernels, "_CHUNK_BYTES", 64 * 32 * m.decoder.embed_tokens.weight.element_size())
+        calls = []
+        exact = kernels.chunks_are_exact
+        monkeypatch.setattr(kernels, "chunks_are_exact", lambda *a: calls.append(a) or exact(*a))
+        chunked = generate_nbest(m, PREFIXES, **kwargs)
+        assert calls and all(c[1:3] == (32, 64) for c in calls)  # the projection really went in 64-row blocks
+        with monkeypatch.context() as mp:
+            mp.setattr(kernels, "chunked_linears", lambda model: contextlib.nullcontext())
+            plain = generate_nbest(m, PREFIXES, **kwargs)
+        assert chunked == plain
+
+
 def test_fast_kernels_is_refused_where_it_does_not_apply(model):
     with pytest.raises(ValueError, match="fast_kernels applies to float32 models on CPU"):
         generate(model.double(), [[5]], fast_kernels=True)

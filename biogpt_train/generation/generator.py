@@ -119,7 +119,8 @@ def generate_nbest(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), kernels.packed_linears(model, enabled=fast_kernels):
+        with torch.inference_mode(), kernels.packed_linears(model, enabled=fast_kernels), \
+                kernels.chunked_linears(model):  # exact; a no-op under packed kernels
             search = _Search(model, prefixes, max_len, min_len, lenpen, no_repeat_ngram_size, temperature, eos, pad,
                              eos if bos is None else bos)
             if beam == 1:
