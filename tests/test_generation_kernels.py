@@ -169,11 +169,11 @@ def test_decoding_with_and_without_chunked_linears_is_identical(monkeypatch, kwa
     same score bits as single F.linear calls (float32 and the float64 of the generation tests)."""
     import contextlib
 
+    exact = kernels.chunks_are_exact
     for dtype in (torch.float32, torch.float64):
         m = tiny_lm(200, max_positions=64, seed=7, eos_boost=1.0, dtype=dtype)
         monkeypatch.setattr(kernels, "_CHUNK_BYTES", 64 * 32 * m.decoder.embed_tokens.weight.element_size())
         calls = []
-        exact = kernels.chunks_are_exact
         monkeypatch.setattr(kernels, "chunks_are_exact", lambda *a: calls.append(a) or exact(*a))
         chunked = generate_nbest(m, PREFIXES, **kwargs)
         assert calls and all(c[1:3] == (32, 64) for c in calls)  # the projection really went in 64-row blocks
