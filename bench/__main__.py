@@ -25,6 +25,7 @@ BENCHMARKS = {
     "bench.trainer_bench": "trainer: full update tokens/s, MFU and memory vs BioGptForCausalLM + AdamW",
     "bench.llama_bench": "llama: training tokens/s vs LlamaForCausalLM",
     "bench.generation_bench": "decoding: tokens/s vs transformers generate",
+    "bench.split_bench": "whole-split decoding: length-sorted batches vs one by one, ours and transformers",
     "bench.encoder_bench": "encoder: QA training tokens/s vs ElectraForQuestionAnswering",
 }
 

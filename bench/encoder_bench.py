@@ -3,32 +3,28 @@ ElectraForQuestionAnswering (its built-in loss), same weights, same batches, sam
 
 One step = forward, (CE(start) + CE(end)) / 2 averaged over the batch, backward, AdamW step. Batches are random
 ids shaped like SQuAD features ([CLS] question [SEP] context [SEP], right-padded to the longest in the batch,
-lengths drawn between half and all of max_seq_length). Our step and HF's alternate step by step; the table gives
-the median step time after one warmup step of each, as tokens/s counting non-pad tokens.
+lengths drawn between half and all of max_seq_length; one such batch for every round, so the spread measures the
+machine, not the batch). Our step and HF's alternate step by step (bench.common.interleave); the table gives the median step time after one warmup step of each, as tokens/s counting
+non-pad tokens, with the spread, the step's peak memory and the machine's load.
 
     python -m bench --only encoder_bench [--quick]      or      python -m bench.encoder_bench [--quick]
 """
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 
 import torch
 
-# (name, EncoderConfig shape, batch, max_seq_length, timed steps)
-CASES = [("electra-small shape", dict(embedding_size=128, embed_dim=256, layers=12, heads=4, ffn_dim=1024), 8, 384, 5),
+from bench.common import interleave, load, median_time, peak_mem, spread_note
+
+# (name, EncoderConfig shape, batch, max_seq_length, max rounds)
+CASES = [("electra-small shape", dict(embedding_size=128, embed_dim=256, layers=12, heads=4, ffn_dim=1024), 8, 384, 9),
          ("biom-electra-base shape", dict(embedding_size=768, embed_dim=768, layers=12, heads=12, ffn_dim=3072), 4, 512,
           3)]
 QUICK_CASES = [("electra-small shape", dict(embedding_size=128, embed_dim=256, layers=4, heads=4, ffn_dim=1024), 4,
                 256, 3)]
 VOCAB = 28895
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _batches(n, batch, seq, device, seed=0):
@@ -73,7 +69,7 @@ def bench_case(shape, batch, seq, steps, device):
     ours, hf = _pair(shape, device)
     opt_ours = torch.optim.AdamW(ours.parameters(), lr=1e-5)
     opt_hf = torch.optim.AdamW(hf.parameters(), lr=1e-5)
-    batches = _batches(steps + 1, batch, seq, device)
+    (b,) = _batches(1, batch, seq, device)
 
     def step_ours(b):
         opt_ours.zero_grad(set_to_none=True)
@@ -85,28 +81,30 @@ def bench_case(shape, batch, seq, steps, device):
         hf(**{k: v for k, v in b.items() if k != "ntokens"}).loss.backward()
         opt_hf.step()
 
-    times = {"ours": [], "hf": []}
-    for i, b in enumerate(batches):
-        for name, fn in (("ours", step_ours), ("hf", step_hf)):
-            _sync(device)
-            t = time.perf_counter()
-            fn(b)
-            _sync(device)
-            if i > 0:  # the first step of each is warmup
-                times[name].append(time.perf_counter() - t)
-    tokens = statistics.median(int(b["attention_mask"].sum()) for b in batches[1:])
-    return {k: tokens / statistics.median(v) for k, v in times.items()}
+    runners = {"ours": lambda: step_ours(b), "hf": lambda: step_hf(b)}
+    for fn in runners.values():  # warmup
+        fn()
+    res = interleave(runners, device, min_rounds=min(3, steps), max_rounds=steps, max_seconds=120)
+    tokens = int(b["attention_mask"].sum())
+    return {"tok_s": {k: tokens / median_time(v) for k, v in res["runs"].items()},
+            "mem": {k: peak_mem(v) for k, v in res["runs"].items()}, "rounds": res["rounds"],
+            "spread": max(res["spread"].values())}
 
 
 def run(quick: bool = False) -> str:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     lines = ["## encoder: QA training tokens/s vs transformers ElectraForQuestionAnswering", "",
-             f"Device {device}, fp32, AdamW; median step after 1 warmup, interleaved; non-pad tokens.", "",
-             "| shape | batch x max_seq_length | ours tok/s | HF tok/s | ours / HF |", "|---|---|---:|---:|---:|"]
+             f"Device {device}, fp32, AdamW; median step after 1 warmup, interleaved; non-pad tokens; mem = peak "
+             "memory the step adds (GB); spread = interquartile range / median (the larger side); load = 1-minute "
+             "load average / CPUs.", "",
+             "| shape | batch x max_seq_length | ours tok/s | HF tok/s | ours / HF | ours mem | HF mem | rounds "
+             "| spread | load |", "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for name, shape, batch, seq, steps in (QUICK_CASES if quick else CASES):
         r = bench_case(shape, batch, seq, steps, device)
-        lines.append(f"| {name} ({shape['layers']} x {shape['embed_dim']}) | {batch} x {seq} | {r['ours']:.0f} "
-                     f"| {r['hf']:.0f} | {r['ours'] / r['hf']:.2f} |")
+        tok = r["tok_s"]
+        lines.append(f"| {name} ({shape['layers']} x {shape['embed_dim']}) | {batch} x {seq} | {tok['ours']:.0f} "
+                     f"| {tok['hf']:.0f} | **{tok['ours'] / tok['hf']:.2f}** | {r['mem']['ours']:.2f} "
+                     f"| {r['mem']['hf']:.2f} | {r['rounds']} | {spread_note(r['spread'])} | {load()} |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,8 +1,8 @@
 """Training throughput of our Llama vs transformers.LlamaForCausalLM (same config, weights and batches).
 
-One training step = forward + summed cross-entropy + backward + AdamW step (bench.model_bench's step). The two
-models alternate step by step (interleaved, the order flipping every round, after warmup) in one process, so
-machine load affects both alike; tokens/s come from the median step time. HF runs its default attention (SDPA),
+One training step = forward + summed cross-entropy + backward + AdamW step. The two models alternate step by step
+(bench.common.interleave: the order flips every round, after one warmup step each) in one process, so machine load
+affects both alike; tokens/s come from the median step time. HF runs its default attention (SDPA),
 as ours does. MFU = matmul FLOPs (6 x weights + attention) / step time / a measured square-matmul peak.
 
     python -m bench --only llama_bench [--quick]      or      python -m bench.llama_bench [--quick]
@@ -11,23 +11,21 @@ as ours does. MFU = matmul FLOPs (6 x weights + attention) / step time / a measu
 from __future__ import annotations
 
 import contextlib
-import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
-from bench.common import matmul_peak
+from bench.common import interleave, load, matmul_peak, median_time, peak_mem, spread_note
 from biogpt_train.models.llama import Llama, LlamaConfig
 
-# (name, config, batch, seq, warmup steps, timed steps per model)
+# (name, config, batch, seq, min rounds, max rounds)
 SMALL = ("llama_small (4L d256 GQA 8/4, V32k)",
          LlamaConfig(vocab_size=32000, embed_dim=256, layers=4, heads=8, kv_heads=4, ffn_dim=688,
-                     max_positions=1024), 2, 256, 2, 10)
+                     max_positions=1024), 2, 256, 5, 15)
 TINY = ("llama_tiny (2L d64 GQA 4/2, V1k)",
         LlamaConfig(vocab_size=1000, embed_dim=64, layers=2, heads=4, kv_heads=2, ffn_dim=172, max_positions=256),
-        4, 128, 2, 10)
+        4, 128, 5, 15)
 
 
 def _step_fn(model, is_hf: bool, tokens, targets, dtype):
@@ -72,50 +70,49 @@ def _hf_pair(cfg: LlamaConfig):
     return ours.train(), hf.train()
 
 
-def bench_config(name, cfg, batch, seq, warmup, reps, dtype) -> dict:
+def bench_config(name, cfg, batch, seq, min_rounds, max_rounds, dtype) -> dict:
     torch.manual_seed(0)
     ours, hf = _hf_pair(cfg)
     tokens = torch.randint(3, cfg.vocab_size, (batch, seq))
     targets = torch.randint(3, cfg.vocab_size, (batch, seq))
     steps = {"ours": _step_fn(ours, False, tokens, targets, dtype), "hf": _step_fn(hf, True, tokens, targets, dtype)}
-    times = {k: [] for k in steps}
-    for i in range(warmup + reps):
-        for key in (("ours", "hf") if i % 2 == 0 else ("hf", "ours")):
-            t = time.perf_counter()
-            steps[key]()
-            if i >= warmup:
-                times[key].append(time.perf_counter() - t)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    for fn in steps.values():  # warmup: optimizer state, first-touch allocation, oneDNN primitive caches
+        fn()
+    res = interleave(steps, torch.device("cpu"), min_rounds=min_rounds, max_rounds=max_rounds, max_seconds=120)
+    med = {k: median_time(v) for k, v in res["runs"].items()}
     return {"name": name, "dtype": "bf16 autocast" if dtype == torch.bfloat16 else "fp32", "batch": batch,
             "seq": seq, "tok_s": {k: batch * seq / v for k, v in med.items()},
-            "best_ratio": min(times["hf"]) / min(times["ours"]),
-            "flops": train_flops_per_token(cfg, seq) * batch * seq, "step_s": med}
+            "mem": {k: peak_mem(v) for k, v in res["runs"].items()}, "rounds": res["rounds"],
+            "spread": max(res["spread"].values()), "flops": train_flops_per_token(cfg, seq) * batch * seq,
+            "step_s": med}
 
 
 def run(quick: bool = False) -> str:
     cpu = torch.device("cpu")
     peaks = {torch.float32: matmul_peak(torch.float32, cpu), torch.bfloat16: matmul_peak(torch.bfloat16, cpu)}
     rows = []
-    for name, cfg, batch, seq, warmup, reps in [TINY] + ([] if quick else [SMALL]):
+    for name, cfg, batch, seq, lo, hi in [TINY] + ([] if quick else [SMALL]):
         for dtype in (torch.float32, torch.bfloat16):
-            r = bench_config(name, cfg, batch, seq, warmup, reps, dtype)
+            r = bench_config(name, cfg, batch, seq, lo, hi, dtype)
             mfu = {k: r["flops"] / r["step_s"][k] / peaks[dtype] for k in ("ours", "hf")}
             rows.append(
                 f"| {r['name']} | {r['dtype']} | {batch}x{seq} | {r['tok_s']['ours']:,.0f} | {r['tok_s']['hf']:,.0f} "
-                f"| {r['tok_s']['ours'] / r['tok_s']['hf']:.2f} | {r['best_ratio']:.2f} | {100 * mfu['ours']:.1f}% "
-                f"| {100 * mfu['hf']:.1f}% |"
+                f"| **{r['tok_s']['ours'] / r['tok_s']['hf']:.2f}** | {100 * mfu['ours']:.1f}% | {100 * mfu['hf']:.1f}% "
+                f"| {r['mem']['ours']:.2f} | {r['mem']['hf']:.2f} | {r['rounds']} | {spread_note(r['spread'])} "
+                f"| {load()} |"
             )
             print(rows[-1], file=sys.stderr, flush=True)
     return "\n".join([
         "## llama: training tokens/s vs transformers LlamaForCausalLM",
         "",
         f"Forward + backward + AdamW step, same weights and batches; tok/s from the median of interleaved steps "
-        f"after warmup; {torch.get_num_threads()} threads. Matmul peak measured here: fp32 "
+        f"after warmup; {torch.get_num_threads()} threads; mem = peak memory the step adds (GB); spread = "
+        f"interquartile range / median (the larger side); load = 1-minute load average / CPUs. Matmul peak measured here: fp32 "
         f"{peaks[torch.float32] / 1e9:,.1f} GFLOP/s, bf16 {peaks[torch.bfloat16] / 1e9:,.1f} GFLOP/s.",
         "",
-        "| config | precision | batch x seq | ours tok/s | HF tok/s | ours / HF (median) | ours / HF (best step) "
-        "| ours MFU | HF MFU |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| config | precision | batch x seq | ours tok/s | HF tok/s | ours / HF | ours MFU | HF MFU | ours mem "
+        "| HF mem | rounds | spread | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
     ])

@@ -55,35 +55,17 @@ def split_sentences(text: str) -> list[str]:
     return [s for s in out if s]
 
 
-class _Vocab:
-    """The part of a fairseq Dictionary the unit writer uses."""
-
-    def __init__(self, n: int, sep: int, unk: int, pad: int):
-        self.n, self.sep, self.unk_id, self.pad_id = n, sep, unk, pad
-
-    def __len__(self) -> int:
-        return self.n
-
-    def eos(self) -> int:
-        return self.sep
-
-    def unk(self) -> int:
-        return self.unk_id
-
-    def pad(self) -> int:
-        return self.pad_id
-
-
 class SentenceWordPiece:
     """Documents -> WordPiece ids with [SEP] after each sentence (the final [SEP] is appended by the writer)."""
 
     def __init__(self, vocab_txt, lowercase: bool = True):
+        from biogpt_train.data.vocab import WordPieceVocab
         from biogpt_train.data.wordpiece import WordPieceTokenizer
 
         self.vocab_txt, self.lowercase = str(vocab_txt), lowercase
         self.tok = WordPieceTokenizer(vocab_txt, lowercase=lowercase)
         self.special = set(self.tok.special_ids)
-        self.dictionary = _Vocab(len(self.tok), self.tok.sep_id, self.tok.unk_id, self.tok.pad_id)
+        self.dictionary = WordPieceVocab(vocab_txt)  # what the unit writer reads: len, eos ([SEP]), unk, pad
 
     def __getstate__(self):  # worker processes rebuild the Rust tokenizer
         return {"vocab_txt": self.vocab_txt, "lowercase": self.lowercase}

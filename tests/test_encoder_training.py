@@ -137,7 +137,8 @@ def test_sentence_split_and_blocks():
 
 
 def test_pubmed_wordpiece_blocks(tmp_path):
-    from biogpt_train.data.encoder_data import BlockDataset, WordPieceVocab
+    from biogpt_train.data.encoder_data import BlockDataset
+    from biogpt_train.data.vocab import WordPieceVocab
     from biogpt_train.data.indexed_dataset import MMapIndexedDataset
     from data_prep import pubmed
 

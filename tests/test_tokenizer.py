@@ -253,6 +253,42 @@ def test_bpe_memo_equals_plain_fastbpe(monkeypatch):
         [tok.tokenize(t) for t in texts])
 
 
+MOSES_EDGE_CASES = [
+    "", " ", "\u00a0", "  Mr. Smith's cat isn't  here.\t\n", "No. 5 and No. x; Art. 3, pp. 12 pp. x", "U.S. a.b. e.g. Fig. 3",
+    "'quoted' .'", "it's 1990's rock'n'roll", "a , b,c 5,300 ,", "x\x01 y\x1c z\u00a0w\u2003v\u2028u", "... etc. ..",
+    "A-B -C D- E 5-6", "<&>|[]\"'", "Dr. who. Dr. Who .", "end.", "ends with a quote.'", "\ttabs\tand\nlines\n",
+    "x.y.z. Z.", "1. 2. a.", "Eq. (1). i.e. ok",
+]
+
+
+def test_fast_moses_equals_stock_sacremoses():
+    """The fast paths (frozen character sets, non-breaking prefixes without re.search, rules skipped for texts
+    without their character, whitespace via str.split) give sacremoses' output exactly."""
+    from sacremoses import MosesTokenizer
+
+    from biogpt_train.data.tokenizer import moses_tokenizer
+
+    stock, fast = MosesTokenizer("en"), moses_tokenizer("en")
+    texts = MOSES_EDGE_CASES + TRICKY + [t for v in collect_texts(SHARED_DATA).values() for t in v[:30]]
+    for escape in (True, False):
+        for text in texts:
+            kwargs = dict(aggressive_dash_splits=True, return_str=True, escape=escape)
+            assert fast.tokenize(text, **kwargs) == stock.tokenize(text, **kwargs), repr(text)
+
+
+def test_encode_tokenized_memo_follows_the_dictionary():
+    tok = Tokenizer.from_files(*[require_shared("tokenizer", "BioGPT", f) for f in ("dict.txt", "bpecodes")])
+    lines = ["  hello   world ", "a\tb c", "", " ", "ab\u2028cd e\u00a0f", "hello 𢈒x", "𢈒x"]
+    expected = [tok._ids(line) for line in tok.bpe_tokenized(lines)]
+    assert tok.encode_tokenized(lines) == expected
+    assert tok.encode_tokenized(lines) == expected  # warm memo
+    pieces = tok.bpe_tokenized(["𢈒x"])[0].split()
+    unknown = [p for p in pieces if p not in tok.dictionary.indices]
+    assert unknown  # a piece that was <unk> gets an id once the dictionary grows: the memo must not keep <unk>
+    new_id = tok.dictionary.add_symbol(unknown[0])
+    assert new_id in tok.encode_tokenized(["𢈒x"])[0]
+
+
 def test_decode_encode_equals_moses_round_trip():
     from sacremoses import MosesDetokenizer, MosesTokenizer
 

@@ -324,7 +324,8 @@ class GenerationConfig:
 
     subset: str = "test"
     checkpoint: str = "checkpoint_avg.pt"  # in checkpoint.save_dir, or an absolute path
-    batch_size: int = 16
+    batch_size: int = 16  # sentences per batch; batches are sorted by prefix length (batched == one by one)
+    max_tokens: Optional[int] = None  # and at most this many padded prefix tokens per batch (fairseq --max-tokens)
     beam: int = 1
     max_len_b: int = 1024
     min_len: int = 1

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from biogpt_train.data.batching import ordered_indices
-from biogpt_train.data.wordpiece import read_vocab_txt
+from biogpt_train.data.vocab import WordPieceVocab
 
 QA_TASKS = ("squad", "bioasq")
 ENCODER_TASKS = QA_TASKS + ("electra_pretraining",)
@@ -29,39 +29,6 @@ ENCODER_TASKS = QA_TASKS + ("electra_pretraining",)
 
 def is_encoder_task(cfg) -> bool:
     return str(cfg.task.get("name", "")) in ENCODER_TASKS
-
-
-class WordPieceVocab:
-    """vocab.txt as the trainer's dictionary: ids are line numbers, no fairseq specials. ``eos`` is [SEP] (what
-    ends a sequence), ``bos`` [CLS]; ``count`` is all zeros (a vocab.txt has no frequencies)."""
-
-    def __init__(self, path):
-        self.path = Path(path)
-        vocab = read_vocab_txt(self.path)
-        self.symbols = sorted(vocab, key=vocab.__getitem__)
-        self.indices = vocab
-        self.count = [0] * len(self.symbols)
-        self.pad_id, self.unk_id = vocab["[PAD]"], vocab["[UNK]"]
-        self.cls_id, self.sep_id = vocab["[CLS]"], vocab["[SEP]"]
-        self.mask_id = vocab.get("[MASK]")
-
-    def __len__(self) -> int:
-        return len(self.symbols)
-
-    def pad(self) -> int:
-        return self.pad_id
-
-    def eos(self) -> int:
-        return self.sep_id
-
-    def bos(self) -> int:
-        return self.cls_id
-
-    def unk(self) -> int:
-        return self.unk_id
-
-    def index(self, symbol: str) -> int:
-        return self.indices.get(symbol, self.unk_id)
 
 
 def vocab_path(cfg) -> Path:
@@ -206,6 +173,6 @@ def load_encoder_split(cfg, vocab: WordPieceVocab, split: str, epoch: int = 1):
     return load_block_split(cfg, vocab, split, epoch)
 
 
-__all__ = ["ENCODER_TASKS", "QA_TASKS", "is_encoder_task", "WordPieceVocab", "QADataset", "BlockDataset",
+__all__ = ["ENCODER_TASKS", "QA_TASKS", "is_encoder_task", "QADataset", "BlockDataset",
            "collate_blocks", "load_encoder_split", "load_qa_split", "load_block_split", "qa_examples",
            "qa_features", "qa_tokenizer", "vocab_path"]

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from biogpt_train.data.batching import make_batches
 from biogpt_train.data.dictionary import Dictionary
-from biogpt_train.data.encoder_data import WordPieceVocab, is_encoder_task, load_encoder_split, vocab_path
+from biogpt_train.data.encoder_data import is_encoder_task, load_encoder_split, vocab_path
+from biogpt_train.data.vocab import WordPieceVocab
 from biogpt_train.data.indexed_dataset import MMapIndexedDataset, dataset_exists
 from biogpt_train.data.iterators import EpochBatchIterator
 from biogpt_train.data.lm_dataset import LMDataset

@@ -1,4 +1,7 @@
-"""A SentencePiece model seen through the fairseq `Dictionary` interface the datasets and the trainer use.
+"""Tokenizer vocabularies seen through the fairseq `Dictionary` interface the datasets and the trainer use
+(BioGPT's own dict.txt is `data.dictionary.Dictionary`).
+
+`WordPieceVocab(vocab_txt)`: a BERT/ELECTRA vocab.txt (ids = line numbers; eos = [SEP], bos = [CLS]).
 
 `TokenizerVocab(tokenizer)` wraps a `SentencePieceTokenizer` (a prepared directory's `tokenizer.model`):
 `pad() eos() bos() unk() __len__ symbols index(sym) string(ids) add_symbol(sym)` plus `encode(text)` and
@@ -22,6 +25,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import List, Union
+
+from biogpt_train.data.wordpiece import read_vocab_txt
 
 TOKENIZER_FILE = "tokenizer.model"  # a prepared directory's SentencePiece model (instead of dict.txt + bpecodes)
 
@@ -126,6 +131,39 @@ class TokenizerVocab:
                 run.append(i)
         out.append(self.tokenizer.decode(run))
         return " ".join(t for t in out if t)
+
+
+class WordPieceVocab:
+    """vocab.txt as the trainer's dictionary: ids are line numbers, no fairseq specials. ``eos`` is [SEP] (what
+    ends a sequence), ``bos`` [CLS]; ``count`` is all zeros (a vocab.txt has no frequencies)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        vocab = read_vocab_txt(self.path)
+        self.symbols = sorted(vocab, key=vocab.__getitem__)
+        self.indices = vocab
+        self.count = [0] * len(self.symbols)
+        self.pad_id, self.unk_id = vocab["[PAD]"], vocab["[UNK]"]
+        self.cls_id, self.sep_id = vocab["[CLS]"], vocab["[SEP]"]
+        self.mask_id = vocab.get("[MASK]")
+
+    def __len__(self) -> int:
+        return len(self.symbols)
+
+    def pad(self) -> int:
+        return self.pad_id
+
+    def eos(self) -> int:
+        return self.sep_id
+
+    def bos(self) -> int:
+        return self.cls_id
+
+    def unk(self) -> int:
+        return self.unk_id
+
+    def index(self, symbol: str) -> int:
+        return self.indices.get(symbol, self.unk_id)
 
 
 def is_tokenizer_dir(path: Union[str, os.PathLike]) -> bool:

@@ -65,7 +65,10 @@ def main(argv=None) -> int:
             p.add_argument("--output", required=True, metavar="FILE")
             p.add_argument("--max-source-positions", type=int, default=None, metavar="N",
                            help="default: the checkpoint's task config")
-            p.add_argument("--batch-size", type=int, default=16, metavar="N")
+            p.add_argument("--batch-size", type=int, default=16, metavar="N",
+                           help="sentences per batch (batches are sorted by length; batched == one by one)")
+            p.add_argument("--max-tokens", type=int, default=None, metavar="N",
+                           help="also at most N padded prefix tokens per batch (fairseq generate's --max-tokens)")
         else:
             p.add_argument("--prompt", default=None, metavar="TEXT",
                            help="the text to continue (default: one per stdin line)")
@@ -101,8 +104,8 @@ def _run(a) -> int:
     if a.mode == "task":
         decode_file(a.checkpoint, a.input, a.output, input_format=a.input_format, dict_path=a.dict_path,
                     bpecodes=a.bpecodes, learned_prompt=a.learned_prompt, manual_prompt=a.manual_prompt,
-                    max_source_positions=a.max_source_positions, batch_size=a.batch_size, device=a.device,
-                    dtype=a.dtype, **_gen_kwargs(a))
+                    max_source_positions=a.max_source_positions, batch_size=a.batch_size, max_tokens=a.max_tokens,
+                    device=a.device, dtype=a.dtype, **_gen_kwargs(a))
         return 0
 
     model, dictionary, _, _ = load_for_decoding(a.checkpoint, a.dict_path, a.learned_prompt, a.manual_prompt,

@@ -8,7 +8,7 @@ and Moses-detokenised: the text of BioGPT's ``*.detok`` files, which the task sc
 
     python -m biogpt_train.generate task --checkpoint ckpt.pt --input data/test.x --output test.detok \\
         --bpecodes bpecodes [--dict dict.txt] [--learned-prompt 9 | --manual-prompt "..."] \\
-        [--max-source-positions 640] [--input-format text|bpe|bin] [--batch-size 16] [--beam 1 ...]
+        [--max-source-positions 640] [--input-format text|bpe|bin] [--batch-size 16] [--max-tokens N] [--beam 1 ...]
     python -m biogpt_train.generate text --checkpoint ckpt.pt --bpecodes bpecodes --dict dict.txt \\
         --prompt "COVID-19 is"            # beam 5, min_len 100, max_len_b 1024 (reference §4); stdin without --prompt
 
@@ -196,34 +196,55 @@ class DecodeProgress:
                     f" | ETA {int(eta) // 60}:{int(eta) % 60:02d}" if self.done < self.total else "")
 
 
-def decode_prefixes(model, prefixes: Sequence[Sequence[int]], *, batch_size: int = 16, log_every: int = 0,
-                    progress: bool = False, **gen_kwargs) -> List[List[int]]:
-    """``generate`` over batches of similar length (longest first); results in input order.
+def length_batches(lengths: Sequence[int], batch_size: int = 16, max_tokens: Optional[int] = None) -> List[List[int]]:
+    """Indices of a split grouped for decoding, fairseq-generate style: sorted by length, longest first (ties in
+    input order), each batch at most ``batch_size`` sentences and, with ``max_tokens``, at most that many padded
+    prefix tokens (``len(batch) * (longest + 1)``, the leading </s> counted). A prefix longer than ``max_tokens``
+    is decoded alone. Similar lengths keep the forced steps after the batch's common prefix few."""
+    if batch_size < 1 or (max_tokens is not None and max_tokens < 1):
+        raise ValueError(f"generation batch_size and max_tokens must be positive, got {batch_size} and {max_tokens}")
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: List[List[int]] = []
+    for i in order:
+        if batches:
+            last = batches[-1]
+            width = lengths[last[0]] + 1  # the first is the longest
+            if len(last) < batch_size and (max_tokens is None or (len(last) + 1) * width <= max_tokens):
+                last.append(i)
+                continue
+        batches.append([i])
+    return batches
+
+
+def decode_prefixes(model, prefixes: Sequence[Sequence[int]], *, batch_size: int = 16,
+                    max_tokens: Optional[int] = None, log_every: int = 0, progress: bool = False,
+                    **gen_kwargs) -> List[List[int]]:
+    """``generate`` over length-sorted batches (``length_batches``); results in input order.
 
     Batched decoding equals unbatched decoding, so batching only changes speed. ``progress``: log sentences done,
     generated tokens/s and an ETA (DecodeProgress); ``log_every``: also a line every that many batches."""
     gen_kwargs.setdefault("max_positions", model.cfg.max_positions)
-    order = sorted(range(len(prefixes)), key=lambda i: -len(prefixes[i]))
     out: List[Optional[List[int]]] = [None] * len(prefixes)
     start = time.perf_counter()
     meter = DecodeProgress(len(prefixes)) if progress else None
+    done = 0
     # fast_kernels: pack the weights once for the whole split, not once per batch
     with kernels.packed_linears(model, enabled=bool(gen_kwargs.get("fast_kernels"))):
-        for b, first in enumerate(range(0, len(order), batch_size)):
-            idx = order[first:first + batch_size]
+        for b, idx in enumerate(length_batches([len(p) for p in prefixes], batch_size, max_tokens)):
             for i, hyp in zip(idx, generate(model, [prefixes[i] for i in idx], **gen_kwargs)):
                 out[i] = hyp
+            done += len(idx)
             if meter is not None:
                 meter.add(len(idx), sum(len(out[i]) - len(prefixes[i]) for i in idx))
             elif log_every and (b + 1) % log_every == 0:
-                logger.info("generate: %d/%d examples, %.1f s", first + len(idx), len(order),
-                            time.perf_counter() - start)
+                logger.info("generate: %d/%d examples, %.1f s", done, len(prefixes), time.perf_counter() - start)
     return out
 
 
 def decode_lines(model, dictionary, lines: Sequence[str], *, prompt: Sequence[int] = (),
                  max_source_positions: int, tokenizer=None, input_is_bpe: bool = False, batch_size: int = 16,
-                 prefix: bool = False, sep_token: str = "<seqsep>", **gen_kwargs) -> List[str]:
+                 max_tokens: Optional[int] = None, prefix: bool = False, sep_token: str = "<seqsep>",
+                 **gen_kwargs) -> List[str]:
     """Source lines -> output lines (``*.detok`` text). Raw text is Moses-tokenised and BPE'd by ``tokenizer``
     (``Tokenizer.from_files``); ``input_is_bpe`` lines are used as they are (BioGPT's ``*.tok.bpe.x``)."""
     if not input_is_bpe:
@@ -235,16 +256,17 @@ def decode_lines(model, dictionary, lines: Sequence[str], *, prompt: Sequence[in
     if tokenizer is not None and hasattr(tokenizer, "check_unk"):  # a dict.txt / bpecodes mismatch: mostly <unk>
         tokenizer.check_unk(sources, "generate input", logger=logger)
     return decode_sources(model, dictionary, sources, prompt=prompt, max_source_positions=max_source_positions,
-                          tokenizer=tokenizer, batch_size=batch_size, prefix=prefix, sep_token=sep_token,
-                          **gen_kwargs)
+                          tokenizer=tokenizer, batch_size=batch_size, max_tokens=max_tokens, prefix=prefix,
+                          sep_token=sep_token, **gen_kwargs)
 
 
 def decode_sources(model, dictionary, sources: Sequence[Sequence[int]], *, prompt: Sequence[int] = (),
-                   max_source_positions: int, tokenizer=None, batch_size: int = 16, prefix: bool = False,
-                   sep_token: str = "<seqsep>", **gen_kwargs) -> List[str]:
+                   max_source_positions: int, tokenizer=None, batch_size: int = 16,
+                   max_tokens: Optional[int] = None, prefix: bool = False, sep_token: str = "<seqsep>",
+                 **gen_kwargs) -> List[str]:
     """Source ids (as binarised: ids + </s>) -> output lines (``*.detok`` text)."""
     prefixes = build_prefixes(sources, prompt, dictionary, max_source_positions, prefix, sep_token)
-    hyps = decode_prefixes(model, prefixes, batch_size=batch_size, progress=True,
+    hyps = decode_prefixes(model, prefixes, batch_size=batch_size, max_tokens=max_tokens, progress=True,
                            eos=dictionary.eos(), pad=dictionary.pad(), **gen_kwargs)
     detok = tokenizer.detokenize_bpe if tokenizer is not None else plain_detokenize
     return [detok(dictionary.string(h)) for h in hyps]
@@ -252,8 +274,8 @@ def decode_sources(model, dictionary, sources: Sequence[Sequence[int]], *, promp
 
 def decode_file(checkpoint, input, output, *, input_format: str = "text", dict_path=None, bpecodes=None,
                 learned_prompt: Optional[int] = None, manual_prompt: Optional[str] = None,
-                max_source_positions: Optional[int] = None, batch_size: int = 16, device=None,
-                dtype: str = "auto", **gen_kwargs) -> Path:
+                max_source_positions: Optional[int] = None, batch_size: int = 16,
+                max_tokens: Optional[int] = None, device=None, dtype: str = "auto", **gen_kwargs) -> Path:
     """Decode every example of ``input`` and write ``output`` (one line per example, atomically).
 
     ``input_format``: ``text`` (raw lines, e.g. a prepared ``{split}.x``; needs ``bpecodes``), ``bpe`` (BPE'd
@@ -274,7 +296,7 @@ def decode_file(checkpoint, input, output, *, input_format: str = "text", dict_p
     tokenizer = _make_tokenizer(dictionary, bpecodes)
     prefix_mode = dict(prefix=bool(_task_option(cfg, "prefix")), sep_token=_task_option(cfg, "sep_token") or "<seqsep>")
     common = dict(prompt=prompt, max_source_positions=max_source_positions, tokenizer=tokenizer, **prefix_mode,
-                  batch_size=batch_size, **gen_kwargs)
+                  batch_size=batch_size, max_tokens=max_tokens, **gen_kwargs)
     if input_format == "bin":
         from biogpt_train.data.indexed_dataset import MMapIndexedDataset
 

@@ -275,7 +275,9 @@ def _decode(cfg, model, prefixes, dictionary) -> list[list[int]]:
     opts = _generation_options(cfg)
     # the sequence start: BioGPT's </s> (a fairseq Dictionary has no prefix_token_id: eos), Llama's <s>
     bos = getattr(dictionary, "prefix_token_id", None)
-    return decode_prefixes(model, prefixes, batch_size=int(cfg.generation.batch_size), progress=True,
+    max_tokens = cfg.generation.max_tokens
+    return decode_prefixes(model, prefixes, batch_size=int(cfg.generation.batch_size),
+                           max_tokens=None if max_tokens is None else int(max_tokens), progress=True,
                            max_positions=model.cfg.max_positions, eos=dictionary.eos(), pad=dictionary.pad(),
                            bos=bos, **opts)
 
@@ -649,7 +651,7 @@ def _overrides(run_dir: Path) -> list[str]:
 
 # override keys that do not change what is measured (where things live, how fast, which seed)
 _NOT_GROUPING = ("seed", "experiment", "sweep", "run_name", "trainer.device", "generation.batch_size",
-                 "checkpoint.restore_file")
+                 "generation.max_tokens", "checkpoint.restore_file")
 _NOT_GROUPING_PREFIXES = ("paths.", "pipeline.", "logging.", "hydra.", "evaluation.", "distributed.")
 
 
