@@ -13,6 +13,7 @@ sgemm behind ``F.linear`` repacks the whole weight on every call (the 42k x 512 
   rows per call (a lone row is duplicated: oneDNN's one-row path sums differently), its result for a row does
   not depend on the other rows (MKL's changes below 16 rows), so batched == unbatched holds bitwise (tested).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -66,9 +67,9 @@ def packed_linears(model: nn.Module, enabled: bool = True, rows_hint: int = 8):
             m.__dict__.pop("forward", None)
 
 
-# --- few rows per step: the big projection in vocabulary chunks, bitwise equal to F.linear -----------------------
+# --- 2..15 rows per step: big weights in row blocks, bitwise equal to F.linear ------------------------------------
 _FEW_ROWS = 16  # below this many rows MKL's sgemm repacks the whole weight per call (its M >= 16 path differs)
-_CHUNK_BYTES = 1 << 20  # rows of the weight per chunk: ~1 MiB, so each chunk's packed copy stays in L2
+_CHUNK_BYTES = 1 << 20  # weight rows per block: ~1 MiB, so MKL's packed copy of a block stays in cache
 
 
 @functools.lru_cache(maxsize=None)

@@ -127,8 +127,7 @@ class KVCache:
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         """Store k, v [B, H, t, hd] after the cached positions; return all keys and values so far (views)."""
         end = self.length + k.size(2)
-        rows = self._k[layer, : self.batch_size, self.length : end]  # [B, t, H, hd]
-        rows.copy_(k.transpose(1, 2))
+        self._k[layer, : self.batch_size, self.length : end].copy_(k.transpose(1, 2))  # [B, t, H, hd]
         self._v[layer, : self.batch_size, self.length : end].copy_(v.transpose(1, 2))
         return (self._k[layer, : self.batch_size, :end].transpose(1, 2),
                 self._v[layer, : self.batch_size, :end].transpose(1, 2))
