@@ -149,12 +149,15 @@ def test_fast_kernels_on_a_llama_model():
 
 
 @pytest.mark.parametrize("bias", [False, True])
-def test_chunked_linear_gives_f_linear_bits(bias):
+def test_chunked_linear_gives_f_linear_bits(bias, monkeypatch):
     torch.manual_seed(0)
     lin = torch.nn.Linear(64, 9000, bias=bias)  # 4096-row blocks of 1 MiB: two full blocks and a tail
     with torch.inference_mode():
         xs = {n: torch.randn(n, 1, 64) for n in (1, 2, 5, 8, 15, 16)}
         ref = {n: lin(x) for n, x in xs.items()}
+        with kernels.chunked_linears(lin):  # 2.3 MB of weights: cache-resident, left alone
+            assert "forward" not in lin.__dict__
+        monkeypatch.setattr(kernels, "_CACHED_BYTES", 0)
         with kernels.chunked_linears(lin):
             assert "forward" in lin.__dict__
             for n, x in xs.items():
@@ -173,6 +176,7 @@ def test_decoding_with_and_without_chunked_linears_is_identical(monkeypatch, kwa
     for dtype in (torch.float32, torch.float64):
         m = tiny_lm(200, max_positions=64, seed=7, eos_boost=1.0, dtype=dtype)
         monkeypatch.setattr(kernels, "_CHUNK_BYTES", 64 * 32 * m.decoder.embed_tokens.weight.element_size())
+        monkeypatch.setattr(kernels, "_CACHED_BYTES", 0)
         calls = []
         monkeypatch.setattr(kernels, "chunks_are_exact", lambda *a: calls.append(a) or exact(*a))
         chunked = generate_nbest(m, PREFIXES, **kwargs)
