@@ -54,6 +54,9 @@ def _runners(model, hf, prefixes, beam, new, out):
         out["ours"] = generate(model, prefixes, beam=beam, max_len_b=limit, min_len=limit)
         assert all(len(h) == limit for h in out["ours"])
 
+    def fast():  # packs the weights in every call, as a single generate() call does
+        out["fast"] = generate(model, prefixes, beam=beam, max_len_b=limit, min_len=limit, fast_kernels=True)
+
     def theirs():
         extra = {"early_stopping": True} if beam > 1 else {}  # fairseq's stop rule
         seqs = hf.generate(inputs, num_beams=beam, do_sample=False, max_new_tokens=new, min_new_tokens=new,
@@ -61,7 +64,24 @@ def _runners(model, hf, prefixes, beam, new, out):
         assert seqs.shape[1] == 1 + limit
         out["hf"] = seqs[:, 1:].tolist()
 
-    return {"ours": ours, "hf": theirs}
+    runners = {"ours": ours, "hf": theirs}
+    if device.type == "cpu" and torch.backends.mkldnn.is_available():
+        runners["fast"] = fast
+    return runners
+
+
+def _same_rate(a: list[list[int]], b: list[list[int]]) -> str:
+    """'yes' when every sequence is equal, else the share of equal generated tokens up to the first difference."""
+    if a == b:
+        return "yes"
+    same = total = 0
+    for x, y in zip(a, b):
+        total += len(y) - PREFIX
+        for s, t in zip(x[PREFIX:], y[PREFIX:]):
+            if s != t:
+                break
+            same += 1
+    return f"no ({100 * same / total:.0f}% before the first difference)"
 
 
 def bench(name, cfg, new, reps, device) -> list[str]:
@@ -80,8 +100,12 @@ def bench(name, cfg, new, reps, device) -> list[str]:
             tok_s = {k: batch * new / median_time(v) for k, v in res["runs"].items()}
             # greedy is defined identically (fp32); HF's beam scores only generated tokens, so beams may differ
             same = "yes" if outputs["ours"] == outputs["hf"] else ("no" if beam == 1 else "n/a")
+            fast = "n/a | n/a | n/a"
+            if "fast" in tok_s:  # tokens of the fast kernels: equal to the default's (greedy: also HF's)?
+                fast_same = _same_rate(outputs["fast"], outputs["ours"])
+                fast = f"{tok_s['fast']:,.0f} | **{tok_s['fast'] / tok_s['hf']:.2f}** | {fast_same}"
             rows.append(f"| {name} | {'greedy' if beam == 1 else f'beam {beam}'} | {batch} | {tok_s['ours']:,.0f} "
-                        f"| {tok_s['hf']:,.0f} | **{tok_s['ours'] / tok_s['hf']:.2f}** | {same} | "
+                        f"| {tok_s['hf']:,.0f} | **{tok_s['ours'] / tok_s['hf']:.2f}** | {same} | {fast} | "
                         f"{res['rounds']} | {spread_note(max(res['spread'].values()))} | {load()} |")
             print(rows[-1], file=sys.stderr, flush=True)
     return rows
@@ -106,10 +130,13 @@ def run(quick: bool = False) -> str:
         f"{where}, fp32, KV cache in both. Prefix {PREFIX} tokens (forced), then exactly the stated number of new "
         f"tokens (tiny: {TINY[2]}, small: {SMALL[2]}); generated tokens per second, beam hypotheses counted once; "
         "medians of alternating runs after a warmup (until the spread is < 10% or 60 s). Greedy breaks near-ties "
-        "as fairseq (cumulative fp32 top-k); 'same tokens' compares the greedy outputs with HF's.",
+        "as fairseq (cumulative fp32 top-k); 'same tokens' compares the greedy outputs with HF's. 'fast' is "
+        "generate(fast_kernels=True) (prepacked oneDNN linears, packing included in every call; another fp32 "
+        "summation order), timed in the same rounds; 'fast = default' compares its tokens with ours (default).",
         "",
-        "| config | search | batch | ours tok/s | HF tok/s | ours / HF | same tokens | rounds | spread | load |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| config | search | batch | ours tok/s | HF tok/s | ours / HF | same tokens | fast tok/s | fast / HF "
+        "| fast = default | rounds | spread | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
     ])

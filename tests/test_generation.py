@@ -603,7 +603,7 @@ class NearTieLM(torch.nn.Module):
     def make_cache(self, batch_size, max_len):
         from types import SimpleNamespace
 
-        return SimpleNamespace(length=0, reorder=lambda index: None)
+        return SimpleNamespace(length=0, reorder=lambda index, start=0: None)
 
     def forward(self, tokens, cache=None):
         start = 0 if cache is None else cache.length

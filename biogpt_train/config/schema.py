@@ -339,6 +339,9 @@ class GenerationConfig:
     topk: int = 0
     topp: float = 0.0
     seed: Optional[int] = None
+    # CPU float32 only: prepacked oneDNN linears, faster for batches/beams but another fp32 summation order, so
+    # tokens may differ from the default in near-ties (docs/FIDELITY.md); off for the paper recipes
+    fast_kernels: bool = False
 
 
 @dataclass

@@ -28,6 +28,9 @@ def _add_decoding_args(p: argparse.ArgumentParser, defaults: dict) -> None:
     g.add_argument("--topk", type=int, default=0, metavar="K")
     g.add_argument("--topp", type=float, default=0.0, metavar="P")
     g.add_argument("--seed", type=int, default=None, metavar="N")
+    g.add_argument("--fast-kernels", action="store_true",
+                   help="CPU float32: prepacked oneDNN linears (faster with batches/beams; another summation "
+                        "order, so near-ties may decode differently; see docs/FIDELITY.md)")
     g.add_argument("--device", default=None, metavar="DEVICE", help="default: cuda if available, else cpu")
     g.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
                    help="auto (BioGPT): float16 on CUDA when the checkpoint trained with fp16 weights, else float32")
@@ -36,7 +39,7 @@ def _add_decoding_args(p: argparse.ArgumentParser, defaults: dict) -> None:
 def _gen_kwargs(a) -> dict:
     return dict(beam=a.beam, max_len_b=a.max_len_b, min_len=a.min_len, lenpen=a.lenpen,
                 no_repeat_ngram_size=a.no_repeat_ngram_size, sampling=a.sampling, temperature=a.temperature,
-                topk=a.topk, topp=a.topp, seed=a.seed)
+                topk=a.topk, topp=a.topp, seed=a.seed, fast_kernels=a.fast_kernels)
 
 
 def main(argv=None) -> int:

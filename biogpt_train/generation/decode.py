@@ -28,6 +28,7 @@ from typing import List, Mapping, Optional, Sequence
 
 import torch
 
+from biogpt_train.generation import kernels
 from biogpt_train.generation.generator import generate
 
 logger = logging.getLogger("biogpt_train")
@@ -227,14 +228,16 @@ def decode_prefixes(model, prefixes: Sequence[Sequence[int]], *, batch_size: int
     start = time.perf_counter()
     meter = DecodeProgress(len(prefixes)) if progress else None
     done = 0
-    for b, idx in enumerate(length_batches([len(p) for p in prefixes], batch_size, max_tokens)):
-        for i, hyp in zip(idx, generate(model, [prefixes[i] for i in idx], **gen_kwargs)):
-            out[i] = hyp
-        done += len(idx)
-        if meter is not None:
-            meter.add(len(idx), sum(len(out[i]) - len(prefixes[i]) for i in idx))
-        elif log_every and (b + 1) % log_every == 0:
-            logger.info("generate: %d/%d examples, %.1f s", done, len(prefixes), time.perf_counter() - start)
+    # fast_kernels: pack the weights once for the whole split, not once per batch
+    with kernels.packed_linears(model, enabled=bool(gen_kwargs.get("fast_kernels"))):
+        for b, idx in enumerate(length_batches([len(p) for p in prefixes], batch_size, max_tokens)):
+            for i, hyp in zip(idx, generate(model, [prefixes[i] for i in idx], **gen_kwargs)):
+                out[i] = hyp
+            done += len(idx)
+            if meter is not None:
+                meter.add(len(idx), sum(len(out[i]) - len(prefixes[i]) for i in idx))
+            elif log_every and (b + 1) % log_every == 0:
+                logger.info("generate: %d/%d examples, %.1f s", done, len(prefixes), time.perf_counter() - start)
     return out
 
 

@@ -46,6 +46,8 @@ from typing import List, NamedTuple, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from biogpt_train.generation import kernels
+
 logger = logging.getLogger("biogpt_train")
 NEG_INF = float("-inf")
 # At most this many float32 logits are alive during the prefix pass (~128 MiB); longer prefixes go in chunks.
@@ -81,13 +83,18 @@ def generate_nbest(
     max_positions: int = 1024,
     seed: Optional[int] = None,
     greedy_tiebreak: str = "fairseq",
+    fast_kernels: bool = False,
     eos: int = 2,
     pad: int = 1,
     bos: Optional[int] = None,
 ) -> List[List[Hypothesis]]:
     """Like ``generate`` but returns every finished hypothesis per prefix with its score, best first
     (up to ``beam`` of them; exactly one for greedy and sampling). Decoding reads ``bos`` first: None is ``eos``
-    (fairseq's and BioGPT's ``</s>``); Llama-family models start from ``<s>`` (the tokenizer's prefix_token_id)."""
+    (fairseq's and BioGPT's ``</s>``); Llama-family models start from ``<s>`` (the tokenizer's prefix_token_id).
+
+    ``fast_kernels``: run the model's linear layers through prepacked oneDNN kernels (CPU, float32; faster for
+    several rows per step: batches, beams). They sum in another order than the default kernels, so tokens may
+    differ in near-ties; off by default (generation/kernels.py, docs/FIDELITY.md)."""
     vocab_size = model.cfg.vocab_size
     prefixes = [_check_prefix(i, p, vocab_size, eos, pad) for i, p in enumerate(prefixes)]
     _check_options(beam, max_len_b, min_len, no_repeat_ngram_size, sampling, temperature, topk, topp, vocab_size)
@@ -98,6 +105,9 @@ def generate_nbest(
     if min_len > max_len:
         raise ValueError(f"min_len={min_len} is larger than the length limit {max_len} "
                          f"(min(max_len_b={max_len_b}, max_positions - 1))")
+    if fast_kernels and not kernels.available(model):
+        raise ValueError("fast_kernels applies to float32 models on CPU (with oneDNN); this model is "
+                         f"{next(model.parameters()).dtype} on {next(model.parameters()).device}: drop fast_kernels")
     if not prefixes:
         return []
     long = sum(len(p) > max_len for p in prefixes)
@@ -109,7 +119,8 @@ def generate_nbest(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), kernels.packed_linears(model, enabled=fast_kernels), \
+                kernels.chunked_linears(model):  # exact; a no-op under packed kernels
             search = _Search(model, prefixes, max_len, min_len, lenpen, no_repeat_ngram_size, temperature, eos, pad,
                              eos if bos is None else bos)
             if beam == 1:
@@ -276,6 +287,7 @@ class _Search:
         # k rows per sentence; only the first is alive until the prefix is over (the others score -inf)
         expand = torch.arange(B, device=self.device).repeat_interleave(k)
         cache.reorder(expand)
+        shared = cache.length  # [bos] + prefix[:common], written by the prefill for all k rows of a sentence
         tokens, lprobs = tokens[expand], lprobs[expand]
         scores = torch.full((B, k), NEG_INF, dtype=lprobs.dtype, device=self.device)
         scores[:, 0] = forced_score
@@ -312,10 +324,11 @@ class _Search:
             rows = cand_rows[keep].gather(1, active).view(-1)
             new_tokens = cand_tokens[keep].gather(1, active).view(-1)
             scores = cand_scores[keep].gather(1, active).view(-1)
+            # within a sentence every beam holds the same prefill positions: only later ones move
+            cache.reorder(rows, start=shared if keep.numel() == sents.numel() else 0)
             sents = sents[keep]
             tokens = tokens[rows]
             tokens[:, step + 1] = new_tokens
-            cache.reorder(rows)
             lprobs = self.lprobs(self.model(new_tokens.unsqueeze(1), cache=cache)[:, -1])
         # Python's sort is stable, as fairseq's: equal scores keep their finishing order
         return [sorted(hyps, key=lambda h: h.score, reverse=True) for hyps in finished]

@@ -93,43 +93,67 @@ def dropout_attention(q, k, v, attn_mask, is_causal: bool, p: float) -> torch.Te
 
 
 class KVCache:
-    """Keys and values of every layer for incremental decoding, preallocated to `max_len` positions."""
+    """Keys and values of every layer for incremental decoding, preallocated to `max_len` positions.
+
+    Stored position-major per row, [layers, batch, max_len, heads, head_dim], and handed to attention as the
+    [batch, heads, length, head_dim] view: one row's filled positions are then one contiguous block, so a beam
+    reorder copies whole blocks (SDPA reads strided keys with the same results). A second buffer of the same
+    shape is allocated on the first reorder: rows are gathered from one into the other (one pass, no temporary)
+    and the two swap.
+    """
 
     def __init__(self, layers, batch_size, heads, max_len, head_dim, device=None, dtype=None):
-        shape = (layers, batch_size, heads, max_len, head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        shape = (layers, batch_size, max_len, heads, head_dim)
+        self._k = torch.zeros(shape, device=device, dtype=dtype)
+        self._v = torch.zeros(shape, device=device, dtype=dtype)
+        self._spare = None  # (k, v) buffers a reorder writes into
+        self._same = 0  # positions before this hold equal values in both buffers, row for row
+        self.batch_size = batch_size  # rows in use (the buffers may hold more after a reorder shrank the batch)
         self.length = 0  # number of positions already stored
 
     @property
     def max_len(self) -> int:
-        return self.k.size(3)
+        return self._k.size(2)
+
+    @property
+    def k(self) -> torch.Tensor:
+        """All keys [layers, batch, heads, max_len, head_dim] (a view)."""
+        return self._k[:, : self.batch_size].transpose(2, 3)
+
+    @property
+    def v(self) -> torch.Tensor:
+        return self._v[:, : self.batch_size].transpose(2, 3)
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        """Store k, v [B, H, t, hd] after the cached positions; return all keys and values so far."""
+        """Store k, v [B, H, t, hd] after the cached positions; return all keys and values so far (views)."""
         end = self.length + k.size(2)
-        self.k[layer, :, :, self.length:end] = k
-        self.v[layer, :, :, self.length:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        self._k[layer, : self.batch_size, self.length : end].copy_(k.transpose(1, 2))  # [B, t, H, hd]
+        self._v[layer, : self.batch_size, self.length : end].copy_(v.transpose(1, 2))
+        return (self._k[layer, : self.batch_size, :end].transpose(1, 2),
+                self._v[layer, : self.batch_size, :end].transpose(1, 2))
 
-    def reorder(self, index: torch.Tensor):
-        """Keep/duplicate batch rows (beam search); `index` may change the batch size.
+    def reorder(self, index: torch.Tensor, start: int = 0):
+        """Row r becomes old row ``index[r]`` (beam search keeps/duplicates rows; the batch may change size).
 
-        Only the `length` filled positions are gathered: copying the whole preallocated buffer at every beam
-        step would cost max_len/length times more memory traffic.
+        Only the filled positions ``start:length`` are copied: the caller promises that positions before
+        ``start`` already hold equal values in row r and row index[r] (e.g. a prefix every beam of a sentence
+        shares). Copying the whole preallocated buffer at every beam step would cost max_len/length times more.
         """
-        index = index.to(self.k.device)
-        filled = slice(0, self.length)
-        if index.numel() == self.k.size(1):
-            self.k[:, :, :, filled] = self.k[:, :, :, filled].index_select(1, index)
-            self.v[:, :, :, filled] = self.v[:, :, :, filled].index_select(1, index)
-            return
-        shape = list(self.k.shape)
-        shape[1] = index.numel()
-        k, v = self.k.new_zeros(shape), self.v.new_zeros(shape)
-        k[:, :, :, filled] = self.k[:, :, :, filled].index_select(1, index)
-        v[:, :, :, filled] = self.v[:, :, :, filled].index_select(1, index)
-        self.k, self.v = k, v
+        if not 0 <= start <= self.length:
+            raise ValueError(f"KVCache.reorder: start={start} must be within the {self.length} filled positions")
+        index = index.to(self._k.device)
+        n = index.numel()
+        if self._spare is None or self._spare[0].size(1) < n:
+            shape = (self._k.size(0), max(n, self._k.size(1)), *self._k.shape[2:])
+            self._spare = (self._k.new_zeros(shape), self._v.new_zeros(shape))
+            self._same = 0
+        # the target buffer's positions before `_same` equal this buffer's row for row, so (by the promise) they
+        # already hold index[r]'s values; afterwards both buffers agree before `start`
+        span = slice(min(start, self._same), self.length)
+        for src, dst in zip((self._k, self._v), self._spare):
+            torch.index_select(src[:, : self.batch_size, span], 1, index, out=dst[:, :n, span])
+        self._spare, (self._k, self._v) = (self._k, self._v), self._spare
+        self.batch_size, self._same = n, start
 
 
 class SelfAttention(nn.Module):

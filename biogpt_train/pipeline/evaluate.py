@@ -116,7 +116,7 @@ def _split_prefix(cfg, split: str) -> Path:
 
 
 GENERATION_KEYS = ("beam", "max_len_b", "min_len", "lenpen", "no_repeat_ngram_size", "sampling", "temperature",
-                   "topk", "topp", "seed")
+                   "topk", "topp", "seed", "fast_kernels")
 
 
 def _generation_options(cfg) -> dict:
