@@ -4,7 +4,7 @@ fairseq's loss is `sum over non-pad targets of -log_softmax(h W^T)[target]` in f
 their log-softmax and its gradient costs 3 x N x V x 4 bytes (N = tokens per batch, V = 42,384: 1 GiB for 2,048
 tokens) of memory traffic and peak memory. Here each chunk of rows computes its logits, its loss and, right away,
 its gradients (softmax - onehot), so backward only scales the saved gradients by the incoming scalar. The matmuls
-run in `compute_dtype` (bf16 under autocast, as autocast would run them); softmax and the sum are fp32.
+run in `compute_dtype` (bf16 under autocast, as autocast would run them); the log-softmax and the sum are fp32.
 """
 
 from __future__ import annotations
