@@ -9,8 +9,8 @@ implementation (what a transformers user gets) and the same loss normalisation. 
 Both models and optimizer states are alive together (347M: ~12 GB); a sequential A-then-B run was tried and
 dropped: a load change between the halves moved the ratio by 2x.
 MFU = matmul FLOPs (6 x weights + attention, nanoGPT's count) / median update time / the peak of a square matmul
-in the same dtype measured before every round. mem = peak memory the update itself adds (RSS above the RSS before
-it on CPU; allocator peak on GPU); it excludes weights and optimizer state, which are the same on both sides.
+in the same dtype measured before every round. mem = peak memory the update itself adds (glibc's bytes in use above
+their level before it on CPU, bench.common.timed; allocator peak on GPU); it excludes weights and optimizer state, which are the same on both sides.
 CPU allocator: each side runs as its own process would. Ours: `trainer.cpu_keep_freed_memory` (on by default:
 glibc keeps freed large blocks, train/allocator.py); HF: glibc's defaults as a warmed-up process has them (mmap
 threshold grown to its 32 MiB cap, trim threshold 64 MiB), set before each of its updates. The setting is
