@@ -1,6 +1,7 @@
 """Training throughput of our Llama vs transformers.LlamaForCausalLM (same config, weights and batches).
 
-One training step = forward + summed cross-entropy + backward + AdamW step. The two models alternate step by step
+One training step = forward + summed cross-entropy (ours: `target=`, as the trainer calls it) + backward + AdamW
+step. The two models alternate step by step
 (bench.common.interleave: the order flips every round, after one warmup step each) in one process, so machine load
 affects both alike; tokens/s come from the median step time. HF runs its default attention (SDPA),
 as ours does. MFU = matmul FLOPs (6 x weights + attention) / step time / a measured square-matmul peak.
@@ -36,8 +37,11 @@ def _step_fn(model, is_hf: bool, tokens, targets, dtype):
 
     def step():
         with autocast():
-            logits = model(tokens).logits if is_hf else model(tokens)
-        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), reduction="sum")
+            if is_hf:
+                logits = model(tokens).logits
+                loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), reduction="sum")
+            else:  # as the trainer calls it: lm_head fused with the CE (no [B, T, V] fp32 logits)
+                loss = model(tokens, target=targets, ignore_index=-100)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
