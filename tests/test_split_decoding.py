@@ -32,6 +32,26 @@ def test_length_batches_sorts_longest_first_and_bounds_sentences_and_tokens():
         length_batches(lengths, max_tokens=0)
 
 
+def test_length_batches_max_length_gap_keeps_far_lengths_apart():
+    lengths = [100, 98, 60, 97, 30, 59]
+    assert length_batches(lengths, batch_size=8) == [[0, 1, 3, 2, 5, 4]]  # fairseq's batches: no gap limit
+    assert length_batches(lengths, batch_size=8, max_length_gap=3) == [[0, 1, 3], [2, 5], [4]]
+    assert length_batches(lengths, batch_size=8, max_length_gap=0) == [[0], [1], [3], [2], [5], [4]]
+    with pytest.raises(ValueError, match="max_length_gap"):
+        length_batches(lengths, max_length_gap=-1)
+
+
+def test_max_length_gap_changes_batches_not_outputs():
+    model = tiny_lm(60, max_positions=64, seed=3, eos_boost=1.5, dtype=torch.float32)
+    prefixes = varied_prefixes(13, 60, seed=4)
+    free, wide = forward_widths(model, lambda: decode_prefixes(model, prefixes, batch_size=8, eos=2, pad=1,
+                                                               max_len_b=40))
+    capped, narrow = forward_widths(model, lambda: decode_prefixes(model, prefixes, batch_size=8, eos=2, pad=1,
+                                                                   max_len_b=40, max_length_gap=2))
+    assert capped == free
+    assert len([w for w in narrow if w[1] > 1]) > len([w for w in wide if w[1] > 1])  # more, closer batches
+
+
 def varied_prefixes(n: int, vocab: int, seed: int, low: int = 1, high: int = 30) -> list[list[int]]:
     g = torch.Generator().manual_seed(seed)
     lengths = torch.randint(low, high, (n,), generator=g).tolist()
@@ -136,12 +156,13 @@ def test_cli_length_batches_equal_one_by_one(cli_files, beam):
 
     d, lines = cli_files
     outputs = []
-    for batch in (["--batch-size", "1"], ["--batch-size", "4"], ["--batch-size", "9", "--max-tokens", "30"]):
+    for batch in (["--batch-size", "1"], ["--batch-size", "4"], ["--batch-size", "9", "--max-tokens", "30"],
+                  ["--batch-size", "9", "--max-length-gap", "-1"], ["--batch-size", "9", "--max-length-gap", "3"]):
         out = d / f"out{len(outputs)}.detok"
         assert main(["task", "--checkpoint", str(d / "ckpt.pt"), "--input", str(d / "test.x"), "--output",
                      str(out), "--max-len-b", "50", "--beam", beam, "--device", "cpu", *batch]) == 0
         outputs.append(out.read_text(encoding="utf-8"))
-    assert outputs[0] == outputs[1] == outputs[2]
+    assert len(set(outputs)) == 1
     decoded = outputs[0].splitlines()
     assert len(decoded) == len(lines)
     assert all(text.startswith(line.split()[0]) for text, line in zip(decoded, lines))  # input order

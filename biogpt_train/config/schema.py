@@ -329,6 +329,9 @@ class GenerationConfig:
     checkpoint: str = "checkpoint_avg.pt"  # in checkpoint.save_dir, or an absolute path
     batch_size: int = 16  # sentences per batch; batches are sorted by prefix length (batched == one by one)
     max_tokens: Optional[int] = None  # and at most this many padded prefix tokens per batch (fairseq --max-tokens)
+    # and prefixes at most this many tokens shorter than the batch's longest (None: no limit, fairseq's batches);
+    # outputs are the same either way, the limit only avoids slow forced steps (bench/results/NOTES.md)
+    max_length_gap: Optional[int] = 32
     beam: int = 1
     max_len_b: int = 1024
     min_len: int = 1

@@ -8,6 +8,7 @@ import sys
 
 from pathlib import Path
 
+from biogpt_train.config.schema import GenerationConfig
 from biogpt_train.generation.decode import (
     TEXT_DEFAULTS, _make_tokenizer, decode_file, find_bpecodes, generate_text, load_for_decoding,
 )
@@ -69,6 +70,9 @@ def main(argv=None) -> int:
                            help="sentences per batch (batches are sorted by length; batched == one by one)")
             p.add_argument("--max-tokens", type=int, default=None, metavar="N",
                            help="also at most N padded prefix tokens per batch (fairseq generate's --max-tokens)")
+            p.add_argument("--max-length-gap", type=int, default=GenerationConfig.max_length_gap, metavar="N",
+                           help="and prefixes at most N tokens shorter than the batch's longest (same outputs; "
+                                "avoids slow forced steps; -1: no limit)")
         else:
             p.add_argument("--prompt", default=None, metavar="TEXT",
                            help="the text to continue (default: one per stdin line)")
@@ -105,7 +109,8 @@ def _run(a) -> int:
         decode_file(a.checkpoint, a.input, a.output, input_format=a.input_format, dict_path=a.dict_path,
                     bpecodes=a.bpecodes, learned_prompt=a.learned_prompt, manual_prompt=a.manual_prompt,
                     max_source_positions=a.max_source_positions, batch_size=a.batch_size, max_tokens=a.max_tokens,
-                    device=a.device, dtype=a.dtype, **_gen_kwargs(a))
+                    max_length_gap=None if a.max_length_gap < 0 else a.max_length_gap, device=a.device,
+                    dtype=a.dtype, **_gen_kwargs(a))
         return 0
 
     model, dictionary, _, _ = load_for_decoding(a.checkpoint, a.dict_path, a.learned_prompt, a.manual_prompt,

@@ -196,20 +196,25 @@ class DecodeProgress:
                     f" | ETA {int(eta) // 60}:{int(eta) % 60:02d}" if self.done < self.total else "")
 
 
-def length_batches(lengths: Sequence[int], batch_size: int = 16, max_tokens: Optional[int] = None) -> List[List[int]]:
+def length_batches(lengths: Sequence[int], batch_size: int = 16, max_tokens: Optional[int] = None,
+                   max_length_gap: Optional[int] = None) -> List[List[int]]:
     """Indices of a split grouped for decoding, fairseq-generate style: sorted by length, longest first (ties in
     input order), each batch at most ``batch_size`` sentences and, with ``max_tokens``, at most that many padded
     prefix tokens (``len(batch) * (longest + 1)``, the leading </s> counted). A prefix longer than ``max_tokens``
-    is decoded alone. Similar lengths keep the forced steps after the batch's common prefix few."""
-    if batch_size < 1 or (max_tokens is not None and max_tokens < 1):
-        raise ValueError(f"generation batch_size and max_tokens must be positive, got {batch_size} and {max_tokens}")
+    is decoded alone. With ``max_length_gap``, a batch's prefixes are at most that many tokens shorter than its
+    longest: the generator forces the longer prefixes' tail one step at a time, which on a CPU costs more than the
+    batch saves when lengths are far apart (bench/results/NOTES.md)."""
+    if batch_size < 1 or (max_tokens is not None and max_tokens < 1) or (max_length_gap or 0) < 0:
+        raise ValueError(f"generation batch_size and max_tokens must be positive and max_length_gap >= 0, got "
+                         f"{batch_size}, {max_tokens} and {max_length_gap}")
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     batches: List[List[int]] = []
     for i in order:
         if batches:
             last = batches[-1]
-            width = lengths[last[0]] + 1  # the first is the longest
-            if len(last) < batch_size and (max_tokens is None or (len(last) + 1) * width <= max_tokens):
+            longest = lengths[last[0]]  # the first is the longest
+            if (len(last) < batch_size and (max_tokens is None or (len(last) + 1) * (longest + 1) <= max_tokens)
+                    and (max_length_gap is None or longest - lengths[i] <= max_length_gap)):
                 last.append(i)
                 continue
         batches.append([i])
@@ -217,7 +222,8 @@ def length_batches(lengths: Sequence[int], batch_size: int = 16, max_tokens: Opt
 
 
 def decode_prefixes(model, prefixes: Sequence[Sequence[int]], *, batch_size: int = 16,
-                    max_tokens: Optional[int] = None, log_every: int = 0, progress: bool = False,
+                    max_tokens: Optional[int] = None, max_length_gap: Optional[int] = None, log_every: int = 0,
+                    progress: bool = False,
                     **gen_kwargs) -> List[List[int]]:
     """``generate`` over length-sorted batches (``length_batches``); results in input order.
 
@@ -230,7 +236,8 @@ def decode_prefixes(model, prefixes: Sequence[Sequence[int]], *, batch_size: int
     done = 0
     # fast_kernels: pack the weights once for the whole split, not once per batch
     with kernels.packed_linears(model, enabled=bool(gen_kwargs.get("fast_kernels"))):
-        for b, idx in enumerate(length_batches([len(p) for p in prefixes], batch_size, max_tokens)):
+        for b, idx in enumerate(length_batches([len(p) for p in prefixes], batch_size, max_tokens,
+                                                           max_length_gap)):
             for i, hyp in zip(idx, generate(model, [prefixes[i] for i in idx], **gen_kwargs)):
                 out[i] = hyp
             done += len(idx)

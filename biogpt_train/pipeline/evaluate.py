@@ -275,9 +275,10 @@ def _decode(cfg, model, prefixes, dictionary) -> list[list[int]]:
     opts = _generation_options(cfg)
     # the sequence start: BioGPT's </s> (a fairseq Dictionary has no prefix_token_id: eos), Llama's <s>
     bos = getattr(dictionary, "prefix_token_id", None)
-    max_tokens = cfg.generation.max_tokens
+    max_tokens, gap = cfg.generation.max_tokens, cfg.generation.max_length_gap
     return decode_prefixes(model, prefixes, batch_size=int(cfg.generation.batch_size),
-                           max_tokens=None if max_tokens is None else int(max_tokens), progress=True,
+                           max_tokens=None if max_tokens is None else int(max_tokens),
+                           max_length_gap=None if gap is None else int(gap), progress=True,
                            max_positions=model.cfg.max_positions, eos=dictionary.eos(), pad=dictionary.pad(),
                            bos=bos, **opts)
 
@@ -651,7 +652,7 @@ def _overrides(run_dir: Path) -> list[str]:
 
 # override keys that do not change what is measured (where things live, how fast, which seed)
 _NOT_GROUPING = ("seed", "experiment", "sweep", "run_name", "trainer.device", "generation.batch_size",
-                 "generation.max_tokens", "checkpoint.restore_file")
+                 "generation.max_tokens", "generation.max_length_gap", "checkpoint.restore_file")
 _NOT_GROUPING_PREFIXES = ("paths.", "pipeline.", "logging.", "hydra.", "evaluation.", "distributed.")
 
 
