@@ -100,20 +100,28 @@ def _data(tmp: Path, tokens: int) -> Path:
     return tmp / "data"
 
 
-def bench_case(experiment: str, batch: int, precision: str, tmp: Path, min_rounds: int, max_rounds: int,
-               budget: float) -> dict:
-    data = _data(tmp, batch * SEQ * (max_rounds + 2))
+def build(experiment: str, batch: int, precision: str, tmp: Path, n_batches: int):
+    """Our Trainer from `+experiment=...` on synthetic data, its first `n_batches` update groups, and the
+    transformers twin (same weights) with torch's AdamW in its default implementation for the device."""
+    data = _data(tmp, batch * SEQ * (n_batches + 1))
     cfg = compose([f"+experiment={experiment}", f"task.data={data}", f"data.max_tokens={batch * SEQ}",
                    f"trainer.precision={precision}", "trainer.max_update=0", f"paths.runs={tmp}",
                    "logging.tensorboard=false", "logging.jsonl="])
     torch.manual_seed(0)
     trainer = Trainer(cfg, tmp / "run", distributed.init())
-    device = trainer.device
-    batches = iter([g for _, g in zip(range(max_rounds + 1), group(trainer.train_itr.next_epoch_itr(), 1))])
-    hf = hf_model(trainer.raw_model).to(device).train()
+    groups = [g for _, g in zip(range(n_batches), group(trainer.train_itr.next_epoch_itr(), 1))]
+    hf = hf_model(trainer.raw_model).to(trainer.device).train()
     opt = cfg.optim
     hf_opt = torch.optim.AdamW(hf.parameters(), lr=1e-7, betas=tuple(opt.betas), eps=opt.eps,
-                               weight_decay=opt.weight_decay)  # torch's default implementation for this device
+                               weight_decay=opt.weight_decay)
+    return trainer, groups, hf, hf_opt
+
+
+def bench_case(experiment: str, batch: int, precision: str, tmp: Path, min_rounds: int, max_rounds: int,
+               budget: float) -> dict:
+    trainer, groups, hf, hf_opt = build(experiment, batch, precision, tmp, max_rounds + 1)
+    device = trainer.device
+    batches = iter(groups)
     n_params = sum(p.numel() for p in trainer.raw_model.parameters())
     flops = train_flops_per_token(trainer.model_config, SEQ) * batch * SEQ
     current = {}
@@ -140,7 +148,7 @@ def bench_case(experiment: str, batch: int, precision: str, tmp: Path, min_round
         hf_opt.step()
 
     def ours_update():
-        if device.type == "cpu" and cfg.trainer.cpu_keep_freed_memory:
+        if device.type == "cpu" and trainer.cfg.trainer.cpu_keep_freed_memory:
             keep_freed_memory()
         trainer.train_step(current["g"], 1)
 
