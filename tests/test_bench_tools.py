@@ -15,6 +15,11 @@ def test_every_listed_benchmark_imports_and_has_run(name):
     assert callable(module.run), f"{name} must expose run(quick: bool) -> str"
 
 
+def test_section_timer_imports():  # a developer tool beside the report (python -m bench.trainer_sections)
+    module = importlib.import_module("bench.trainer_sections")
+    assert callable(module.main) and module.SECTIONS == ("fwd", "loss", "bwd", "norm", "opt")
+
+
 def test_interleave_alternates_and_reports_each_side():
     calls = []
     runners = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
