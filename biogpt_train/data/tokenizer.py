@@ -184,13 +184,7 @@ class Tokenizer:
         """
         token_lists = [[w for w in line.split(" ") if w] for line in lines]  # fastBPE splits on " " only
         memo = self._word_bpe
-        needed = {w for words in token_lists for w in words}
-        missing = [w for w in needed if w not in memo]
-        if len(memo) + len(missing) > self.WORD_CACHE_SIZE:
-            memo.clear()  # bounded memory; the batch's own tokens are recomputed below
-            missing = list(needed)
-        if missing:
-            memo.update(zip(missing, self._bpe.apply(missing)))
+        _fill_memo(memo, {w for words in token_lists for w in words}, self._bpe.apply, self.WORD_CACHE_SIZE)
         return [" ".join([memo[w] for w in words]) for words in token_lists]
 
     def encode_tokenized(self, lines: Sequence[str]) -> List[List[int]]:
@@ -201,17 +195,12 @@ class Tokenizer:
         if self._word_ids_vocab != len(self.dictionary):  # symbols were added: <unk> pieces may be known now
             memo.clear()
             self._word_ids_vocab = len(self.dictionary)
-        memo[""] = []
+        get, unk = self.dictionary.indices.get, self.dictionary.unk_index
         needed = set().union(*token_lists)
-        missing = [w for w in needed if w not in memo]
-        if len(memo) + len(missing) > self.WORD_CACHE_SIZE:
-            memo.clear()  # bounded memory; the batch's own tokens are recomputed below
-            memo[""] = []
-            missing = [w for w in needed if w]
-        if missing:
-            get, unk = self.dictionary.indices.get, self.dictionary.unk_index
-            memo.update((w, [get(piece, unk) for piece in pieces.split()])
-                        for w, pieces in zip(missing, self._bpe.apply(missing)))
+        needed.discard("")
+        _fill_memo(memo, needed, lambda words: [[get(piece, unk) for piece in pieces.split()]
+                                                for pieces in self._bpe.apply(words)], self.WORD_CACHE_SIZE)
+        memo[""] = []
         chain, lookup = itertools.chain.from_iterable, memo.__getitem__
         return [list(chain(map(lookup, words))) for words in token_lists]
 
@@ -285,6 +274,17 @@ class Tokenizer:
         if message is not None:
             (logger or logging.getLogger(__name__)).warning("%s", message)
         return unk / total if total else 0.0
+
+
+def _fill_memo(memo: dict, needed: set, compute, limit: int) -> None:
+    """Add ``compute(missing)`` (one batched call, results in order) for the words of ``needed`` not in ``memo``;
+    past ``limit`` entries the memo starts over (bounded memory) and the batch's own words are recomputed."""
+    missing = [w for w in needed if w not in memo]
+    if len(memo) + len(missing) > limit:
+        memo.clear()
+        missing = list(needed)
+    if missing:
+        memo.update(zip(missing, compute(missing)))
 
 
 class _Guarded:
