@@ -21,7 +21,6 @@ process-wide, so without the switch HF would run with ours (`SAME_ALLOCATOR=1` d
 
 from __future__ import annotations
 
-import ctypes
 import os
 import statistics
 import sys
@@ -36,7 +35,7 @@ from biogpt_train import distributed
 from biogpt_train.config import compose
 from biogpt_train.data.iterators import group
 from biogpt_train.models.biogpt import ModelConfig
-from biogpt_train.train.allocator import keep_freed_memory
+from biogpt_train.train.allocator import keep_freed_memory, set_thresholds
 from biogpt_train.train.precision import autocast
 from biogpt_train.train.trainer import Trainer
 
@@ -55,12 +54,7 @@ SAME_ALLOCATOR = os.environ.get("SAME_ALLOCATOR") == "1"
 def glibc_default_allocator() -> None:
     """glibc's thresholds as a default process has them after its first large frees (the dynamic mmap threshold
     stops at 32 MiB, the trim threshold follows at twice it): what a plain transformers loop runs with."""
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(-3, ctypes.c_int(32 << 20))  # M_MMAP_THRESHOLD
-    mallopt(-1, ctypes.c_int(64 << 20))  # M_TRIM_THRESHOLD
+    set_thresholds(32 << 20, 64 << 20)
 
 
 def train_flops_per_token(cfg: ModelConfig, seq: int) -> float:

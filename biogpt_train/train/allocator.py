@@ -20,14 +20,20 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
 _LARGEST = 2**31 - 1  # mallopt takes an int
 
 
-def keep_freed_memory() -> bool:
-    """Ask glibc to keep freed large blocks for reuse (process-wide); True when it accepted both settings."""
+def set_thresholds(mmap_threshold: int, trim_threshold: int) -> bool:
+    """glibc's mmap and trim thresholds (bytes; process-wide); True when the C library accepted both."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
     except (OSError, AttributeError):  # not glibc: nothing to set
         return False
-    ok = all(mallopt(opt, ctypes.c_int(_LARGEST)) == 1 for opt in (_M_MMAP_THRESHOLD, _M_TRIM_THRESHOLD))
+    return all(mallopt(opt, ctypes.c_int(value)) == 1
+               for opt, value in ((_M_MMAP_THRESHOLD, mmap_threshold), (_M_TRIM_THRESHOLD, trim_threshold)))
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed large blocks for reuse (process-wide); True when it accepted both settings."""
+    ok = set_thresholds(_LARGEST, _LARGEST)
     if not ok:
         logger.info("trainer.cpu_keep_freed_memory: this C library refused mallopt; large buffers stay mmap'd")
     return ok
