@@ -223,8 +223,7 @@ def length_batches(lengths: Sequence[int], batch_size: int = 16, max_tokens: Opt
 
 def decode_prefixes(model, prefixes: Sequence[Sequence[int]], *, batch_size: int = 16,
                     max_tokens: Optional[int] = None, max_length_gap: Optional[int] = None, log_every: int = 0,
-                    progress: bool = False,
-                    **gen_kwargs) -> List[List[int]]:
+                    progress: bool = False, **gen_kwargs) -> List[List[int]]:
     """``generate`` over length-sorted batches (``length_batches``); results in input order.
 
     Batched decoding equals unbatched decoding, so batching only changes speed. ``progress``: log sentences done,
@@ -235,9 +234,9 @@ def decode_prefixes(model, prefixes: Sequence[Sequence[int]], *, batch_size: int
     meter = DecodeProgress(len(prefixes)) if progress else None
     done = 0
     # fast_kernels: pack the weights once for the whole split, not once per batch
+    batches = length_batches([len(p) for p in prefixes], batch_size, max_tokens, max_length_gap)
     with kernels.packed_linears(model, enabled=bool(gen_kwargs.get("fast_kernels"))):
-        for b, idx in enumerate(length_batches([len(p) for p in prefixes], batch_size, max_tokens,
-                                                           max_length_gap)):
+        for b, idx in enumerate(batches):
             for i, hyp in zip(idx, generate(model, [prefixes[i] for i in idx], **gen_kwargs)):
                 out[i] = hyp
             done += len(idx)
@@ -250,8 +249,7 @@ def decode_prefixes(model, prefixes: Sequence[Sequence[int]], *, batch_size: int
 
 def decode_lines(model, dictionary, lines: Sequence[str], *, prompt: Sequence[int] = (),
                  max_source_positions: int, tokenizer=None, input_is_bpe: bool = False, batch_size: int = 16,
-                 max_tokens: Optional[int] = None, prefix: bool = False, sep_token: str = "<seqsep>",
-                 **gen_kwargs) -> List[str]:
+                 prefix: bool = False, sep_token: str = "<seqsep>", **gen_kwargs) -> List[str]:
     """Source lines -> output lines (``*.detok`` text). Raw text is Moses-tokenised and BPE'd by ``tokenizer``
     (``Tokenizer.from_files``); ``input_is_bpe`` lines are used as they are (BioGPT's ``*.tok.bpe.x``)."""
     if not input_is_bpe:
@@ -263,17 +261,17 @@ def decode_lines(model, dictionary, lines: Sequence[str], *, prompt: Sequence[in
     if tokenizer is not None and hasattr(tokenizer, "check_unk"):  # a dict.txt / bpecodes mismatch: mostly <unk>
         tokenizer.check_unk(sources, "generate input", logger=logger)
     return decode_sources(model, dictionary, sources, prompt=prompt, max_source_positions=max_source_positions,
-                          tokenizer=tokenizer, batch_size=batch_size, max_tokens=max_tokens, prefix=prefix,
-                          sep_token=sep_token, **gen_kwargs)
+                          tokenizer=tokenizer, batch_size=batch_size, prefix=prefix, sep_token=sep_token,
+                          **gen_kwargs)
 
 
 def decode_sources(model, dictionary, sources: Sequence[Sequence[int]], *, prompt: Sequence[int] = (),
-                   max_source_positions: int, tokenizer=None, batch_size: int = 16,
-                   max_tokens: Optional[int] = None, prefix: bool = False, sep_token: str = "<seqsep>",
-                 **gen_kwargs) -> List[str]:
-    """Source ids (as binarised: ids + </s>) -> output lines (``*.detok`` text)."""
+                   max_source_positions: int, tokenizer=None, batch_size: int = 16, prefix: bool = False,
+                   sep_token: str = "<seqsep>", **gen_kwargs) -> List[str]:
+    """Source ids (as binarised: ids + </s>) -> output lines (``*.detok`` text). ``gen_kwargs`` go to
+    ``decode_prefixes`` (max_tokens, max_length_gap) and on to ``generate``."""
     prefixes = build_prefixes(sources, prompt, dictionary, max_source_positions, prefix, sep_token)
-    hyps = decode_prefixes(model, prefixes, batch_size=batch_size, max_tokens=max_tokens, progress=True,
+    hyps = decode_prefixes(model, prefixes, batch_size=batch_size, progress=True,
                            eos=dictionary.eos(), pad=dictionary.pad(), **gen_kwargs)
     detok = tokenizer.detokenize_bpe if tokenizer is not None else plain_detokenize
     return [detok(dictionary.string(h)) for h in hyps]
@@ -281,13 +279,14 @@ def decode_sources(model, dictionary, sources: Sequence[Sequence[int]], *, promp
 
 def decode_file(checkpoint, input, output, *, input_format: str = "text", dict_path=None, bpecodes=None,
                 learned_prompt: Optional[int] = None, manual_prompt: Optional[str] = None,
-                max_source_positions: Optional[int] = None, batch_size: int = 16,
-                max_tokens: Optional[int] = None, device=None, dtype: str = "auto", **gen_kwargs) -> Path:
+                max_source_positions: Optional[int] = None, batch_size: int = 16, device=None, dtype: str = "auto",
+                **gen_kwargs) -> Path:
     """Decode every example of ``input`` and write ``output`` (one line per example, atomically).
 
     ``input_format``: ``text`` (raw lines, e.g. a prepared ``{split}.x``; needs ``bpecodes``), ``bpe`` (BPE'd
     lines) or ``bin`` (the binarised prefix ``{split}.x-y.x``). Prompt and ``max_source_positions`` default to the
-    checkpoint's task config. ``gen_kwargs`` go to ``generate`` (beam, max_len_b, min_len, lenpen, ...)."""
+    checkpoint's task config. ``gen_kwargs`` go to ``decode_prefixes`` (max_tokens,
+    max_length_gap) and ``generate`` (beam, max_len_b, min_len, lenpen, ...)."""
     from biogpt_train.utils import atomic_write
 
     if input_format not in ("text", "bpe", "bin"):
@@ -303,7 +302,7 @@ def decode_file(checkpoint, input, output, *, input_format: str = "text", dict_p
     tokenizer = _make_tokenizer(dictionary, bpecodes)
     prefix_mode = dict(prefix=bool(_task_option(cfg, "prefix")), sep_token=_task_option(cfg, "sep_token") or "<seqsep>")
     common = dict(prompt=prompt, max_source_positions=max_source_positions, tokenizer=tokenizer, **prefix_mode,
-                  batch_size=batch_size, max_tokens=max_tokens, **gen_kwargs)
+                  batch_size=batch_size, **gen_kwargs)
     if input_format == "bin":
         from biogpt_train.data.indexed_dataset import MMapIndexedDataset
 
