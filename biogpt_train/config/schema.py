@@ -75,6 +75,11 @@ class Precision(StrEnum):
     fp16 = "fp16"  # autocast fp16 + fairseq dynamic loss scaling
 
 
+class CpuDropoutMasks(StrEnum):  # models/dropout.py
+    numpy = "numpy"  # numpy SFC64 blocks keyed by one draw of torch's RNG per call, filled in parallel
+    torch = "torch"  # torch's CPU bernoulli_ (serial mt19937, ~6x slower)
+
+
 class NewRowsInit(StrEnum):
     fairseq = "fairseq"  # rows N..N+k of the Embedding fairseq-train draws right after seeding (BioGPT's)
     normal = "normal"  # N(0, d^-0.5) (biogpt) / N(0, initializer_range) (llama) from the current RNG state
@@ -274,6 +279,9 @@ class TrainerConfig:
     # CPU: glibc keeps freed large blocks for reuse (no page faults on every update's big tensors; numerics
     # unchanged, the process keeps its peak heap). train/allocator.py
     cpu_keep_freed_memory: bool = True
+    # CPU dropout masks (docs/FIDELITY.md #21): numpy = parallel SFC64 blocks keyed by torch's RNG (same seed, same
+    # run; ~27% of a small bf16 update was torch's serial bernoulli_); torch = F.dropout's own stream. GPUs: F.dropout
+    cpu_dropout_masks: CpuDropoutMasks = CpuDropoutMasks.numpy
 
 
 @dataclass

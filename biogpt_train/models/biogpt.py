@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from biogpt_train.models.dropout import dropout
 from biogpt_train.models.loss import linear_cross_entropy
 
 
@@ -89,7 +90,7 @@ def dropout_attention(q, k, v, attn_mask, is_causal: bool, p: float) -> torch.Te
         attn_mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril()
     if attn_mask is not None:
         scores = scores.masked_fill_(~attn_mask, float("-inf"))
-    return torch.matmul(F.dropout(torch.softmax(scores, dim=-1), p, True), v)
+    return torch.matmul(dropout(torch.softmax(scores, dim=-1), p, True), v)
 
 
 class KVCache:
@@ -195,10 +196,10 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x, attn_mask=None, is_causal=False, cache=None, layer=0):
         h = self.self_attn(self.self_attn_layer_norm(x), attn_mask, is_causal, cache, layer)
-        x = x + F.dropout(h, self.dropout, self.training)
+        x = x + dropout(h, self.dropout, self.training)
         h = F.gelu(self.fc1(self.final_layer_norm(x)))  # exact erf GELU, fairseq's "gelu"
-        h = self.fc2(F.dropout(h, self.activation_dropout, self.training))
-        return x + F.dropout(h, self.dropout, self.training)
+        h = self.fc2(dropout(h, self.activation_dropout, self.training))
+        return x + dropout(h, self.dropout, self.training)
 
 
 class Decoder(nn.Module):
@@ -272,7 +273,7 @@ class TransformerLM(nn.Module):
         attn_mask, is_causal = attention_mask(tokens, start, pad if pad_mask and cache is None else None)
 
         x = dec.embed_scale * dec.embed_tokens(tokens) + dec.embed_positions(positions)
-        x = F.dropout(x, self.cfg.dropout, self.training)
+        x = dropout(x, self.cfg.dropout, self.training)
         for i, layer in enumerate(dec.layers):
             x = layer(x, attn_mask, is_causal, cache, i)
         x = dec.layer_norm(x)

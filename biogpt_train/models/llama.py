@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from biogpt_train.models.biogpt import KVCache
+from biogpt_train.models.dropout import dropout
 from biogpt_train.models.loss import linear_cross_entropy
 
 
@@ -146,9 +147,9 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x, cos, sin, attn_mask, is_causal, cache, layer):
         h = self.self_attn(self.input_layernorm(x), cos, sin, attn_mask, is_causal, cache, layer)
-        x = x + F.dropout(h, self.dropout, self.training)
+        x = x + dropout(h, self.dropout, self.training)
         h = self.mlp(self.post_attention_layernorm(x))
-        return x + F.dropout(h, self.dropout, self.training)
+        return x + dropout(h, self.dropout, self.training)
 
 
 class LlamaModel(nn.Module):
@@ -224,7 +225,7 @@ class Llama(nn.Module):
 
         x = self.model.embed_tokens(tokens)
         cos, sin = rotary_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
-        x = F.dropout(x, self.cfg.dropout, self.training)
+        x = dropout(x, self.cfg.dropout, self.training)
         for i, layer in enumerate(self.model.layers):
             x = layer(x, cos, sin, attn_mask, is_causal, cache, i)
         if cache is not None:

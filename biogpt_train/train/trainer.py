@@ -34,6 +34,7 @@ from biogpt_train.data.splits import (
 )
 from biogpt_train.logging import IntervalMeter, MetricWriter, base2, memory_gb, perplexity
 from biogpt_train.models import build_model, get_family, model_config
+from biogpt_train.models.dropout import set_cpu_masks
 from biogpt_train.train.allocator import keep_freed_memory
 from biogpt_train.train.lora import apply_lora
 from biogpt_train.train.lr_schedulers import build_lr_fn
@@ -86,6 +87,7 @@ class Trainer:
             torch.set_float32_matmul_precision("high" if cfg.trainer.tf32 else "highest")
         if self.device.type == "cpu" and cfg.trainer.cpu_keep_freed_memory:
             keep_freed_memory()  # process-wide: large buffers are reused, not page-faulted in every update
+        set_cpu_masks(str(cfg.trainer.cpu_dropout_masks))  # process-wide, like TF32
 
         self.family = str(cfg.model.family)
         self.objective = objective_for(cfg)  # None: next-token NLL (_loss)

@@ -1,0 +1,80 @@
+"""Dropout whose CPU masks come from numpy's SFC64 streams, one per block, filled in parallel.
+
+torch's CPU `bernoulli_` draws one mt19937 number per element on one thread (~6 ns per element here, whatever
+the thread count): 27% of a small bf16 training update (bench/results/NOTES.md). On CPU tensors `dropout` draws
+one 63-bit key from torch's generator per call and fills the keep-mask from numpy's SFC64 seeded with
+SeedSequence((key, block)) for each block of 2^20 elements, blocks spread over torch's thread count (SFC64: 8 ms
+per 8.4M-element mask on 2 threads, Philox 11 ms, torch's bernoulli_ 48 ms). The mask depends on torch's RNG state
+only, not on the threads, so seeding, bitwise resume, activation-checkpoint recomputation and DDP == update_freq
+hold as with torch's masks. The arithmetic is torch's (`x * (mask / (1 - p))` in x's dtype); keep probability
+1 - p is resolved to 2^-32. Other devices, p >= 1 and code being compiled use `F.dropout`; so does every device
+after `set_cpu_masks("torch")` (`trainer.cpu_dropout_masks=torch`: torch's own stream, docs/FIDELITY.md).
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+BLOCK = 1 << 20  # elements per stream (a fixed layout: the mask does not depend on the thread count)
+_state = {"masks": "numpy", "pool": None, "pool_key": None}
+
+
+def set_cpu_masks(kind: str) -> None:
+    """`numpy` (default): masks as above; `torch`: torch's CPU bernoulli_ (the stream F.dropout draws)."""
+    if kind not in ("numpy", "torch"):
+        raise ValueError(f"cpu dropout masks must be 'numpy' or 'torch', not {kind!r}")
+    _state["masks"] = str(kind)
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    key = (os.getpid(), workers)  # a forked child must not reuse its parent's (dead) threads
+    if _state["pool_key"] != key:
+        _state["pool"] = ThreadPoolExecutor(workers, thread_name_prefix="dropout")
+        _state["pool_key"] = key
+    return _state["pool"]
+
+
+_INT = {2: np.uint16, 4: np.uint32, 8: np.uint64}  # itemsize -> the integer type that carries a float's bits
+
+
+def _fill(noise: np.ndarray, key: int, threshold: np.uint32, scale_bits, block: int) -> None:
+    lo = block * BLOCK
+    n = min(BLOCK, noise.size - lo)
+    bits = np.random.SFC64(np.random.SeedSequence((key, block))).random_raw((n + 1) // 2)
+    keep = np.less(bits.view(np.uint32)[:n], threshold)
+    np.multiply(keep, scale_bits, out=noise[lo:lo + n])  # the bits of 1/(1-p) where kept, of +0.0 elsewhere
+
+
+def keep_noise(numel: int, p: float, dtype: torch.dtype) -> torch.Tensor:
+    """torch's dropout noise [numel] in `dtype`: 1/(1-p) (rounded to dtype, as `mask.to(dtype).div_(1-p)`) with
+    probability 1 - p, else 0; from one draw of torch's CPU RNG. numpy drops the GIL: blocks fill in parallel."""
+    key = int(torch.empty((), dtype=torch.int64).random_())
+    threshold = np.uint32(min(round((1.0 - p) * 2.0**32), 2**32 - 1))
+    scale = torch.ones((), dtype=dtype).div_(1 - p)
+    int_type = _INT[scale.element_size()]
+    scale_bits = scale.view(getattr(torch, int_type.__name__)).numpy().astype(int_type)
+    noise = np.empty(numel, dtype=int_type)
+    blocks = -(-numel // BLOCK)
+    workers = min(blocks, torch.get_num_threads())
+    if workers <= 1:
+        for b in range(blocks):
+            _fill(noise, key, threshold, scale_bits, b)
+    else:
+        for f in [_pool(workers).submit(_fill, noise, key, threshold, scale_bits, b) for b in range(blocks)]:
+            f.result()
+    return torch.from_numpy(noise).view(dtype)
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """F.dropout(x, p, training), with numpy keep-masks on CPU (module docstring)."""
+    if not training or p == 0 or x.numel() == 0:
+        return x
+    if (x.device.type != "cpu" or _state["masks"] != "numpy" or not 0 < p < 1
+            or torch.compiler.is_compiling()):
+        return F.dropout(x, p, True)
+    return x * keep_noise(x.numel(), p, x.dtype).view(x.shape)  # torch's _dropout_impl: input * noise
