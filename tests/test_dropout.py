@@ -97,3 +97,21 @@ def test_trainer_sets_the_process_wide_choice(restore_threads, tmp_path):
     over = tiny_overrides(data, tmp_path / "runs", **{"trainer.cpu_dropout_masks": "torch"})
     Trainer(compose(over), tmp_path / "run", distributed.init("cpu"))
     assert D._state["masks"] == "torch"
+
+
+def test_training_attention_keeps_sdpa_dropout_off_cpu(monkeypatch):
+    """GPUs keep SDPA's in-kernel dropout (flash / memory-efficient); CPU takes the plain path with these masks."""
+    from biogpt_train.models import biogpt
+
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **kw: calls.append(kw) or sdpa(*a, **kw))
+    q = torch.empty(2, 4, 8, 16, device="meta")  # any non-CPU device takes the GPU branch
+    assert biogpt.dropout_attention(q, q, q, None, True, 0.1).shape == q.shape
+    assert calls == [{"attn_mask": None, "is_causal": True, "dropout_p": 0.1}]
+    x = torch.randn(2, 4, 8, 16)
+    torch.manual_seed(4)
+    out = biogpt.dropout_attention(x, x, x, None, True, 0.1)
+    assert len(calls) == 1 and out.shape == x.shape
+    torch.manual_seed(4)
+    assert torch.equal(out, biogpt.dropout_attention(x, x, x, None, True, 0.1))  # masks follow the seed

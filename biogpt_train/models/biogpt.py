@@ -80,10 +80,14 @@ def attention_mask(tokens: torch.Tensor, start: int = 0, pad: int | None = None)
 def dropout_attention(q, k, v, attn_mask, is_causal: bool, p: float) -> torch.Tensor:
     """softmax(q k^T / sqrt(hd) + mask) with dropout p, times v: fairseq's training attention.
 
-    SDPA's math fallback (its only path with dropout on CPU) adds "safe softmax" passes (isneginf/all/where) and
-    builds the causal mask each call; our masks always leave a query its own key, so a plain softmax is exact.
+    GPUs: SDPA, whose flash / memory-efficient kernels draw the dropout inside the kernel (no [B, H, T, T] tensor).
+    CPU: SDPA's math fallback (its only path with dropout there) adds "safe softmax" passes (isneginf/all/where),
+    builds the causal mask each call and draws torch's serial masks; here a plain softmax (exact: every query keeps
+    a key, its own under the causal mask, a real token under the encoders' key-pad mask) and models/dropout.py.
     (Splitting the queries into blocks to skip the masked upper triangle did not pay on CPU: measured, removed.)
     """
+    if q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=p)
     T, S = q.size(-2), k.size(-2)
     scores = torch.matmul(q * q.size(-1) ** -0.5, k.transpose(-1, -2))
     if is_causal:
@@ -176,7 +180,7 @@ class SelfAttention(nn.Module):
             k, v = cache.update(layer, k, v)
         if self.training and self.dropout > 0:
             y = dropout_attention(q, k, v, attn_mask, is_causal, self.dropout)
-        else:  # SDPA's fused kernels (flash on CPU and GPU) have no dropout
+        else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
         return self.out_proj(y.transpose(1, 2).reshape(B, T, d))
 

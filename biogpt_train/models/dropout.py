@@ -78,3 +78,14 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
             or torch.compiler.is_compiling()):
         return F.dropout(x, p, True)
     return x * keep_noise(x.numel(), p, x.dtype).view(x.shape)  # torch's _dropout_impl: input * noise
+
+
+class Dropout(torch.nn.Module):
+    """nn.Dropout with `dropout`'s CPU masks (the encoders' named dropout modules, as transformers has them)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)

@@ -17,6 +17,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from biogpt_train.models.biogpt import dropout_attention
+from biogpt_train.models.dropout import Dropout
+
 ACTIVATIONS = {  # transformers' hidden_act names
     "gelu": F.gelu,
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
@@ -103,7 +106,7 @@ class Embeddings(nn.Module):
         self.position_embeddings = nn.Embedding(cfg.max_positions, cfg.embedding_size)
         self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.embedding_size)
         self.LayerNorm = nn.LayerNorm(cfg.embedding_size, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, input_ids, token_type_ids=None):
         T = input_ids.size(1)
@@ -128,7 +131,10 @@ class SelfAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = (proj(x).view(B, T, self.heads, C // self.heads).transpose(1, 2)
                    for proj in (self.query, self.key, self.value))
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.p if self.training else 0.0)
+        if self.training and self.p > 0:  # the decoder's training attention: its dropout masks (models/dropout.py)
+            y = dropout_attention(q, k, v, mask, False, self.p)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return y.transpose(1, 2).reshape(B, T, C)
 
 
@@ -139,7 +145,7 @@ class AddNorm(nn.Module):
         super().__init__()
         self.dense = nn.Linear(d_in, cfg.embed_dim)
         self.LayerNorm = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, x, residual):
         return self.LayerNorm(self.dropout(self.dense(x)) + residual)
@@ -345,7 +351,7 @@ class ElectraClassificationHead(nn.Module):
         super().__init__()
         self.dense = nn.Linear(cfg.embed_dim, cfg.embed_dim)
         self.out_proj = nn.Linear(cfg.embed_dim, num_labels)
-        self.dropout = nn.Dropout(p)
+        self.dropout = Dropout(p)
 
     def forward(self, h):
         x = self.dropout(F.gelu(self.dense(self.dropout(h[:, 0]))))
@@ -362,7 +368,7 @@ class SequenceClassifier(_WithBody):
         if cfg.style == "electra":
             self.classifier = ElectraClassificationHead(cfg, num_labels, p)
         else:
-            self.dropout = nn.Dropout(p)
+            self.dropout = Dropout(p)
             self.classifier = nn.Linear(cfg.embed_dim, num_labels)
         init_weights(self, cfg.initializer_range)
 
