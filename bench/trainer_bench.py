@@ -15,6 +15,9 @@ CPU allocator: each side runs as its own process would. Ours: `trainer.cpu_keep_
 glibc keeps freed large blocks, train/allocator.py); HF: glibc's defaults as a warmed-up process has them (mmap
 threshold grown to its 32 MiB cap, trim threshold 64 MiB), set before each of its updates. The setting is
 process-wide, so without the switch HF would run with ours (`SAME_ALLOCATOR=1` does that: both keep freed memory).
+Dropout masks: ours draws them as the trainer does by default on CPU (numpy blocks keyed by torch's RNG,
+models/dropout.py), HF with torch's serial bernoulli_; `TORCH_DROPOUT=1` gives ours torch's masks too
+(`trainer.cpu_dropout_masks=torch`). `SAME_ALLOCATOR=1 TORCH_DROPOUT=1`: what the rest of our code buys.
 
     python -m bench --only trainer_bench [--quick]      or      python -m bench.trainer_bench [--quick]
 """
@@ -49,6 +52,7 @@ QUICK_CASES = [("bench_small", 1, 2, 4, 40)]
 
 
 SAME_ALLOCATOR = os.environ.get("SAME_ALLOCATOR") == "1"
+TORCH_DROPOUT = os.environ.get("TORCH_DROPOUT") == "1"
 
 
 def glibc_default_allocator() -> None:
@@ -100,7 +104,8 @@ def build(experiment: str, batch: int, precision: str, tmp: Path, n_batches: int
     data = _data(tmp, batch * SEQ * (n_batches + 1))
     cfg = compose([f"+experiment={experiment}", f"task.data={data}", f"data.max_tokens={batch * SEQ}",
                    f"trainer.precision={precision}", "trainer.max_update=0", f"paths.runs={tmp}",
-                   "logging.tensorboard=false", "logging.jsonl="])
+                   "logging.tensorboard=false", "logging.jsonl="]
+                  + (["trainer.cpu_dropout_masks=torch"] if TORCH_DROPOUT else []))
     torch.manual_seed(0)
     trainer = Trainer(cfg, tmp / "run", distributed.init())
     groups = [g for _, g in zip(range(n_batches), group(trainer.train_itr.next_epoch_itr(), 1))]
@@ -182,7 +187,9 @@ def run(quick: bool = False) -> str:
         f"Device: {device} ({where}). Ours: `Trainer.train_step` from `+experiment=bench_small|bench_biogpt`; HF: "
         "`BioGptForCausalLM` + `torch.optim.AdamW` (default implementation), same weights, batches and loss "
         "normalisation. CPU allocator: " + ("both keep freed memory (SAME_ALLOCATOR=1)" if SAME_ALLOCATOR else
-        "ours keeps freed memory (trainer.cpu_keep_freed_memory), HF glibc's defaults") + ". Medians of rounds "
+        "ours keeps freed memory (trainer.cpu_keep_freed_memory), HF glibc's defaults") + ". CPU dropout masks: " + (
+            "torch's bernoulli_ on both sides (TORCH_DROPOUT=1)" if TORCH_DROPOUT else
+            "ours numpy blocks (trainer.cpu_dropout_masks=numpy), HF torch's bernoulli_") + ". Medians of rounds "
         "alternating ours/HF; spread = interquartile range / median (the larger "
         "side); load = 1-minute load average / CPUs at the end of the row. MFU against the square-matmul peak "
         "measured before every round (column 'peak'); mem = peak memory the update adds (GB).",
