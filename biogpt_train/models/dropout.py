@@ -5,10 +5,10 @@ the thread count): 27% of a small bf16 training update (bench/results/NOTES.md).
 one 63-bit key from torch's generator per call and fills the keep-mask from numpy's SFC64 seeded with
 SeedSequence((key, block)) for each block of 2^20 elements, blocks spread over torch's thread count (SFC64: 8 ms
 per 8.4M-element mask on 2 threads, Philox 11 ms, torch's bernoulli_ 48 ms). The mask depends on torch's RNG state
-only, not on the threads, so seeding, bitwise resume, activation-checkpoint recomputation and DDP == update_freq
-hold as with torch's masks. The arithmetic is torch's (`x * (mask / (1 - p))` in x's dtype); keep probability
-1 - p is resolved to 2^-32. Other devices, p >= 1 and code being compiled use `F.dropout`; so does every device
-after `set_cpu_masks("torch")` (`trainer.cpu_dropout_masks=torch`: torch's own stream, docs/FIDELITY.md).
+only, not on the threads, so fairseq's reseeding per update, bitwise resume and activation-checkpoint
+recomputation work as with torch's masks. The arithmetic is torch's (`x * (mask / (1 - p))` in x's dtype); the
+keep probability 1 - p is resolved to 2^-32. Other devices, p >= 1 and code being compiled use `F.dropout`; so
+does every device after `set_cpu_masks("torch")` (`trainer.cpu_dropout_masks=torch`, docs/FIDELITY.md #21).
 """
 
 from __future__ import annotations
