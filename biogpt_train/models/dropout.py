@@ -39,7 +39,8 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     return _state["pool"]
 
 
-_INT = {2: np.uint16, 4: np.uint32, 8: np.uint64}  # itemsize -> the integer type that carries a float's bits
+# a float's bytes as an integer of its size (torch view, numpy buffer): the noise is written as bit patterns
+_INT = {2: (torch.int16, np.int16), 4: (torch.int32, np.int32), 8: (torch.int64, np.int64)}
 
 
 def _fill(noise: np.ndarray, key: int, threshold: np.uint32, scale_bits, block: int) -> None:
@@ -56,9 +57,9 @@ def keep_noise(numel: int, p: float, dtype: torch.dtype) -> torch.Tensor:
     key = int(torch.empty((), dtype=torch.int64).random_())
     threshold = np.uint32(min(round((1.0 - p) * 2.0**32), 2**32 - 1))
     scale = torch.ones((), dtype=dtype).div_(1 - p)
-    int_type = _INT[scale.element_size()]
-    scale_bits = scale.view(getattr(torch, int_type.__name__)).numpy().astype(int_type)
-    noise = np.empty(numel, dtype=int_type)
+    torch_int, np_int = _INT[scale.element_size()]
+    scale_bits = np_int(scale.view(torch_int).item())
+    noise = np.empty(numel, dtype=np_int)
     blocks = -(-numel // BLOCK)
     workers = min(blocks, torch.get_num_threads())
     if workers <= 1:
