@@ -13,6 +13,7 @@ does every device after `set_cpu_masks("torch")` (`trainer.cpu_dropout_masks=tor
 
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -51,15 +52,21 @@ def _fill(noise: np.ndarray, key: int, threshold: np.uint32, scale_bits, block: 
     np.multiply(keep, scale_bits, out=noise[lo:lo + n])  # the bits of 1/(1-p) where kept, of +0.0 elsewhere
 
 
+@functools.lru_cache(maxsize=None)
+def _constants(p: float, dtype: torch.dtype):
+    """The keep threshold on 32 random bits and the bits of 1/(1-p) in `dtype` (as torch's `noise.div_(1 - p)`)."""
+    threshold = np.uint32(min(round((1.0 - p) * 2.0**32), 2**32 - 1))
+    scale = torch.ones((), dtype=dtype).div_(1 - p)
+    torch_int, np_int = _INT[scale.element_size()]
+    return threshold, np_int(scale.view(torch_int).item())
+
+
 def keep_noise(numel: int, p: float, dtype: torch.dtype) -> torch.Tensor:
     """torch's dropout noise [numel] in `dtype`: 1/(1-p) (rounded to dtype, as `mask.to(dtype).div_(1-p)`) with
     probability 1 - p, else 0; from one draw of torch's CPU RNG. numpy drops the GIL: blocks fill in parallel."""
     key = int(torch.empty((), dtype=torch.int64).random_())
-    threshold = np.uint32(min(round((1.0 - p) * 2.0**32), 2**32 - 1))
-    scale = torch.ones((), dtype=dtype).div_(1 - p)
-    torch_int, np_int = _INT[scale.element_size()]
-    scale_bits = np_int(scale.view(torch_int).item())
-    noise = np.empty(numel, dtype=np_int)
+    threshold, scale_bits = _constants(p, dtype)
+    noise = np.empty(numel, dtype=type(scale_bits))
     blocks = -(-numel // BLOCK)
     workers = min(blocks, torch.get_num_threads())
     if workers <= 1:
