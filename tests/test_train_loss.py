@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from biogpt_train.models.loss import linear_cross_entropy
+from biogpt_train.models.loss import SOFTMAX_BLOCK_ROWS, _log_softmax_target, linear_cross_entropy
 
 PAD = 1
 
@@ -67,3 +67,19 @@ def test_bf16_one_chunk_feature_gradient_is_autocast_bitwise():
     got.backward()
     assert torch.equal(h.grad, ref_gh)
     assert got.item() == pytest.approx(ref.item(), rel=1e-6)  # only the summation order differs
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_softmax_row_blocks_equal_one_pass(dtype):
+    """CPU low-precision logits go through the fp32 log-softmax in row blocks (p written over the logits): bit for
+    bit the one-pass cast -> log_softmax -> gather -> exp -> cast, a partial last block included."""
+    g = torch.Generator().manual_seed(3)
+    n = 2 * SOFTMAX_BLOCK_ROWS + 5
+    logits = (torch.randn(n, 300, generator=g) * 4).to(dtype)
+    t = torch.randint(0, 300, (n, 1), generator=g)
+    logp = torch.log_softmax(logits, dim=-1, dtype=torch.float32)
+    ref_t, ref_p = logp.gather(1, t), logp.exp().to(dtype)
+    got_t, got_p = _log_softmax_target(logits.clone(), t, want_p=True)
+    assert torch.equal(got_t, ref_t) and got_p.dtype == dtype and torch.equal(got_p, ref_p)
+    only_t, no_p = _log_softmax_target(logits.clone(), t, want_p=False)
+    assert torch.equal(only_t, ref_t) and no_p is None
