@@ -328,3 +328,28 @@ def test_training_attention_equals_sdpa_without_dropout_and_drops_with_it():
     torch.manual_seed(0)
     dropped = dropout_attention(q, k, v, None, True, 0.5)
     assert torch.isfinite(dropped).all() and not torch.allclose(dropped, want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_training_attention_causal_bias_is_bitwise_the_masked_fill(dtype):
+    """The causal training attention adds a 0 / -inf bias inside the matmul instead of masked_fill: outputs and all
+    three gradients bit for bit those of matmul -> masked_fill -> softmax -> dropout -> matmul (the same masks)."""
+    from biogpt_train.models.biogpt import dropout_attention
+    from biogpt_train.models.dropout import dropout
+
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(2, 3, 16, 8, generator=g).to(dtype).requires_grad_() for _ in range(3))
+    grad_out = torch.randn(2, 3, 16, 8, generator=g).to(dtype)
+
+    def reference():
+        s = torch.matmul(q * 8**-0.5, k.transpose(-1, -2))
+        s = s.masked_fill(~torch.ones(16, 16, dtype=torch.bool).tril(), float("-inf"))
+        return torch.matmul(dropout(torch.softmax(s, dim=-1), 0.2, True), v)
+
+    results = []
+    for fn in (reference, lambda: dropout_attention(q, k, v, None, True, 0.2)):
+        torch.manual_seed(0)
+        out = fn()
+        results.append([out, *torch.autograd.grad(out, (q, k, v), grad_out)])
+    for got, want in zip(*results):
+        assert torch.equal(got, want)
