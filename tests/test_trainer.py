@@ -273,3 +273,16 @@ def test_training_items_longer_than_max_tokens_are_dropped(tmp_path, lm_data):
     assert kept and all(sizes[i] <= 24 for i in kept) and (sizes > 24).sum() == len(sizes) - len(kept)
     tr.train()
     assert tr.state.num_updates == 2
+
+
+def test_total_norm_is_the_fp64_norm_on_cpu_and_torchs_elsewhere():
+    from biogpt_train.train.trainer import total_norm
+
+    g = torch.Generator().manual_seed(0)
+    grads = [torch.randn(s, generator=g) * 1e-3 for s in [(300, 70), (70,), (5, 4, 3)]]
+    exact = math.sqrt(sum(float(x.double().pow(2).sum()) for x in grads))
+    got = total_norm(grads)
+    assert got.dtype == torch.float32 and got.item() == pytest.approx(exact, rel=1e-6)
+    low = [x.bfloat16() for x in grads]  # low precision: torch's get_total_norm computation, in fp32
+    want = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(low, 2, dtype=torch.float32)))
+    assert torch.equal(total_norm(low), want)

@@ -70,6 +70,25 @@ def nonfinite_limit(configured: int | None, loss_scaled: bool) -> float:
 
 
 # --- the trainer -----------------------------------------------------------------------------------------------
+def total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The 2-norm of all gradients together (fairseq's gnorm), as a device tensor.
+
+    Plain fp32 CPU tensors: one BLAS dot per tensor, the squares summed in fp64. torch's CPU norm kernel runs on one
+    thread and accumulates in fp32 lanes: for the 347M-parameter shapes it takes 164 ms and is off by 5e-4
+    (relative, against an fp64 sum); the dots take 82 ms and are off by 7e-6 (measured, 2 threads). Elsewhere
+    (GPUs, FSDP's DTensors, low-precision grads) torch.nn.utils.get_total_norm's computation (fp16 grads: in fp32,
+    as fairseq).
+    """
+    if all(type(g) is torch.Tensor and g.device.type == "cpu" and g.dtype == torch.float32 for g in grads):
+        squares = torch.stack([torch.dot(g.reshape(-1), g.reshape(-1)) for g in grads])
+        return squares.double().sum().sqrt().float()
+    wide = {"dtype": torch.float32} if grads[0].dtype != torch.float32 else {}
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2, **wide)))
+    if hasattr(norm, "full_tensor"):  # FSDP: a partial DTensor -> reduce over shards
+        norm = norm.full_tensor()
+    return norm
+
+
 class Trainer:
     def __init__(self, cfg, run_dir: Path, info: distributed.DistInfo):
         self.cfg, self.run_dir, self.info, self.device = cfg, Path(run_dir), info, info.device
@@ -283,11 +302,7 @@ class Trainer:
         """The total norm (a device tensor: no host read); gradients are clipped in place when asked."""
         if not grads:
             return torch.zeros((), device=self.device)
-        # torch.nn.utils.get_total_norm (torch >= 2.6) computes exactly this; fp16 grads: in fp32, as fairseq
-        wide = {"dtype": torch.float32} if grads[0].dtype != torch.float32 else {}
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2, **wide)))
-        if hasattr(norm, "full_tensor"):  # FSDP: a partial DTensor -> reduce over shards
-            norm = norm.full_tensor()
+        norm = total_norm(grads)
         clip = self.cfg.optim.clip_norm
         if clip > 0:  # fairseq: grads * min(1, max_norm / (norm + 1e-6)), the factor computed in fp32
             # multiplied on the device without reading it (x * 1.0 == x exactly): no host sync
