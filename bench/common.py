@@ -108,9 +108,11 @@ def iqr_spread(xs: list[float]) -> float:
 
 
 def interleave(runners: dict, device: torch.device, *, min_rounds: int, max_rounds: int, max_seconds: float,
-               before_round=None) -> dict:
+               before_round=None, measure=timed) -> dict:
     """Run every runner once per round, alternating the order, until each side's spread < SPREAD_TARGET (after
-    min_rounds) or max_rounds / max_seconds. Returns {name: [(seconds, mem_gb), ...]}, 'rounds', 'spread'."""
+    min_rounds) or max_rounds / max_seconds. Returns {name: [(seconds, mem_gb), ...]}, 'rounds', 'spread'.
+    `measure(runner, device) -> (seconds, mem_gb)`; runners that time themselves (another process) pass
+    `measure=lambda runner, device: runner()`."""
     out = {k: [] for k in runners}
     start = time.perf_counter()
     rounds = 0
@@ -119,7 +121,7 @@ def interleave(runners: dict, device: torch.device, *, min_rounds: int, max_roun
             before_round()
         keys = list(runners) if rounds % 2 == 0 else list(reversed(runners))
         for k in keys:
-            out[k].append(timed(runners[k], device))
+            out[k].append(measure(runners[k], device))
         rounds += 1
         spreads = {k: iqr_spread([t for t, _ in v]) for k, v in out.items()}
         if rounds >= min_rounds and (max(spreads.values()) < SPREAD_TARGET

@@ -4,17 +4,19 @@ One update = forward, summed token cross-entropy, backward, gradients / tokens, 
 AdamW step. Ours is the real Trainer composed from `+experiment=bench_small|bench_biogpt` on data_prep's synthetic
 corpus (BioGPT's dict.txt when ../shared/data has it: 42,384 symbols, 512-token blocks). The reference is
 `transformers.BioGptForCausalLM` with the same initial weights and batches, `torch.optim.AdamW` with its default
-implementation (what a transformers user gets) and the same loss normalisation. The two alternate update by update
-(the order flips every round) until both spreads are < 10% or the time budget is spent; medians are reported.
-Both models and optimizer states are alive together (347M: ~12 GB); a sequential A-then-B run was tried and
-dropped: a load change between the halves moved the ratio by 2x.
+implementation (what a transformers user gets) and the same loss normalisation.
+Each side runs in its own spawned process, as `python -m biogpt_train` and a transformers loop would: its own heap,
+glibc allocator setting and RNG. The parent drives them in turn, one update each per round (the order flips every
+round), until both spreads are < 10% or the time budget is spent; medians are reported. Interleaving keeps a load
+change from hitting one side only (a sequential A-then-B run moved the ratio by 2x under load). The earlier design
+ran both in one process: they then shared one heap, so each side's frees changed the other's page faults (biogpt
+fp32: HF 11.0 s alone, 9.0 s beside ours; ours 6.3 s alone, up to 6.4 s beside HF; bench/results/NOTES.md).
 MFU = matmul FLOPs (6 x weights + attention, nanoGPT's count) / median update time / the peak of a square matmul
-in the same dtype measured before every round. mem = peak memory the update itself adds (glibc's bytes in use above
-their level before it on CPU, bench.common.timed; allocator peak on GPU); it excludes weights and optimizer state, which are the same on both sides.
-CPU allocator: each side runs as its own process would. Ours: `trainer.cpu_keep_freed_memory` (on by default:
-glibc keeps freed large blocks, train/allocator.py); HF: glibc's defaults as a warmed-up process has them (mmap
-threshold grown to its 32 MiB cap, trim threshold 64 MiB), set before each of its updates. The setting is
-process-wide, so without the switch HF would run with ours (`SAME_ALLOCATOR=1` does that: both keep freed memory).
+in the same dtype measured (in the parent, both sides idle) before every round. mem = peak memory the update itself
+adds (glibc's bytes in use above their level before it on CPU, bench.common.timed, in the side's process; allocator
+peak on GPU); it excludes weights and optimizer state, which are the same on both sides.
+CPU allocator: ours `trainer.cpu_keep_freed_memory` (on by default: glibc keeps freed large blocks,
+train/allocator.py); HF glibc's defaults. `SAME_ALLOCATOR=1`: HF's process keeps freed memory too.
 Dropout masks: ours draws them as the trainer does by default on CPU (numpy blocks keyed by torch's RNG,
 models/dropout.py), HF with torch's serial bernoulli_; `TORCH_DROPOUT=1` gives ours torch's masks too
 (`trainer.cpu_dropout_masks=torch`). `SAME_ALLOCATOR=1 TORCH_DROPOUT=1`: what the rest of our code buys.
@@ -24,16 +26,18 @@ models/dropout.py), HF with torch's serial bernoulli_; `TORCH_DROPOUT=1` gives o
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import statistics
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from bench.common import interleave, load, matmul_peak, median_time, peak_mem, spread_note
+from bench.common import interleave, load, matmul_peak, median_time, peak_mem, spread_note, timed
 from biogpt_train import distributed
 from biogpt_train.config import compose
 from biogpt_train.data.iterators import group
@@ -98,10 +102,10 @@ def _data(tmp: Path, tokens: int) -> Path:
     return tmp / "data"
 
 
-def build(experiment: str, batch: int, precision: str, tmp: Path, n_batches: int):
+def build(experiment: str, batch: int, precision: str, tmp: Path, n_batches: int, data: Path | None = None):
     """Our Trainer from `+experiment=...` on synthetic data, its first `n_batches` update groups, and the
     transformers twin (same weights) with torch's AdamW in its default implementation for the device."""
-    data = _data(tmp, batch * SEQ * (n_batches + 1))
+    data = data or _data(tmp, batch * SEQ * (n_batches + 1))
     cfg = compose([f"+experiment={experiment}", f"task.data={data}", f"data.max_tokens={batch * SEQ}",
                    f"trainer.precision={precision}", "trainer.max_update=0", f"paths.runs={tmp}",
                    "logging.tensorboard=false", "logging.jsonl="]
@@ -116,24 +120,21 @@ def build(experiment: str, batch: int, precision: str, tmp: Path, n_batches: int
     return trainer, groups, hf, hf_opt
 
 
-def bench_case(experiment: str, batch: int, precision: str, tmp: Path, min_rounds: int, max_rounds: int,
-               budget: float) -> dict:
-    trainer, groups, hf, hf_opt = build(experiment, batch, precision, tmp, max_rounds + 1)
+def _side(name: str, experiment: str, batch: int, precision: str, tmp: Path, n_batches: int, data: Path):
+    """(update(i) on batch group i, device, {params, flops per token}) for one side, in the process that runs it."""
+    trainer, groups, hf, hf_opt = build(experiment, batch, precision, tmp, n_batches, data)
     device = trainer.device
-    batches = iter(groups)
-    n_params = sum(p.numel() for p in trainer.raw_model.parameters())
-    flops = train_flops_per_token(trainer.model_config, SEQ) * batch * SEQ
-    current = {}
+    info = {"params": sum(p.numel() for p in trainer.raw_model.parameters()),
+            "flops": train_flops_per_token(trainer.model_config, SEQ)}
+    if name == "ours":
+        del hf, hf_opt
+        return (lambda i: trainer.train_step(groups[i], 1)), device, info
+    del trainer  # the Trainer set its allocator choice process-wide: HF gets glibc's defaults (or, SAME_ALLOCATOR, ours)
+    if device.type == "cpu":
+        keep_freed_memory() if SAME_ALLOCATOR else glibc_default_allocator()
 
-    def next_batch():
-        current["g"] = next(batches)
-        current["peak"] = current.get("peaks", []) + [matmul_peak(PEAK_DTYPES[precision], device)]
-        current["peaks"] = current["peak"]
-
-    def hf_update():
-        if device.type == "cpu" and not SAME_ALLOCATOR:
-            glibc_default_allocator()
-        sample = current["g"][0]
+    def hf_update(i: int) -> None:
+        sample = groups[i][0]
         hf_opt.zero_grad(set_to_none=True)
         tokens, target = sample["net_input"]["src_tokens"].to(device), sample["target"].to(device)
         with autocast(precision, device):
@@ -145,21 +146,76 @@ def bench_case(experiment: str, batch: int, precision: str, tmp: Path, min_round
         torch._foreach_mul_(grads, 1.0 / sample["ntokens"])
         float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
         hf_opt.step()
+    return hf_update, device, info
 
-    def ours_update():
-        if device.type == "cpu" and trainer.cfg.trainer.cpu_keep_freed_memory:
-            keep_freed_memory()
-        trainer.train_step(current["g"], 1)
 
-    runners = {"ours": ours_update, "hf": hf_update}
-    next_batch()
-    for fn in runners.values():  # warmup: first-touch allocation, optimizer state, oneDNN primitive caches
-        fn()
-    res = interleave(runners, device, min_rounds=min_rounds, max_rounds=max_rounds, max_seconds=budget,
-                     before_round=next_batch)
-    peak = statistics.median(current["peaks"])
+def _worker(conn, name: str, args: tuple) -> None:
+    """One side in its own process: build, then time `update(i)` for every i received until None."""
+    try:
+        update, device, info = _side(name, *args)
+        conn.send(("ready", info))
+        while (i := conn.recv()) is not None:
+            conn.send(("ok", timed(lambda: update(i), device)))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+
+
+class _Sides:
+    """Ours and HF, each in its own spawned process (own heap, allocator setting and RNG), driven in turn."""
+
+    def __init__(self, args: tuple):
+        ctx = mp.get_context("spawn")
+        self.conns, self.procs, self.info = {}, [], {}
+        for name in ("ours", "hf"):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(child, name, args), daemon=True)
+            proc.start()
+            self.conns[name] = parent
+            self.procs.append(proc)
+        for name in self.conns:
+            self.info = self._reply(name)
+
+    def _reply(self, name: str):
+        status, value = self.conns[name].recv()
+        if status == "error":
+            raise RuntimeError(f"trainer_bench: the {name} process failed:\n{value}")
+        return value
+
+    def update(self, name: str, i: int) -> tuple[float, float]:
+        self.conns[name].send(i)
+        return self._reply(name)
+
+    def close(self) -> None:
+        for conn in self.conns.values():
+            conn.send(None)
+        for proc in self.procs:
+            proc.join(timeout=60)
+
+
+def bench_case(experiment: str, batch: int, precision: str, tmp: Path, min_rounds: int, max_rounds: int,
+               budget: float) -> dict:
+    n_batches = max_rounds + 1
+    data = _data(tmp, batch * SEQ * (n_batches + 1))
+    device = distributed.init().device
+    sides = _Sides((experiment, batch, precision, tmp, n_batches, data))
+    flops = sides.info["flops"] * batch * SEQ
+    try:
+        current, peaks = {"i": 0}, []
+
+        def next_batch():
+            current["i"] += 1
+            peaks.append(matmul_peak(PEAK_DTYPES[precision], device))
+
+        runners = {name: (lambda name=name: sides.update(name, current["i"])) for name in ("ours", "hf")}
+        for fn in runners.values():  # warmup: first-touch allocation, optimizer state, oneDNN primitive caches
+            fn()
+        res = interleave(runners, device, min_rounds=min_rounds, max_rounds=max_rounds, max_seconds=budget,
+                         before_round=next_batch, measure=lambda runner, _: runner())
+    finally:
+        sides.close()
+    peak = statistics.median(peaks)
     t = {k: median_time(v) for k, v in res["runs"].items()}
-    return {"params": n_params, "tok_s": {k: batch * SEQ / v for k, v in t.items()},
+    return {"params": sides.info["params"], "tok_s": {k: batch * SEQ / v for k, v in t.items()},
             "mfu": {k: flops / v / peak for k, v in t.items()}, "peak": peak,
             "mem": {k: peak_mem(v) for k, v in res["runs"].items()}, "rounds": res["rounds"],
             "spread": max(res["spread"].values())}
@@ -186,7 +242,8 @@ def run(quick: bool = False) -> str:
         "",
         f"Device: {device} ({where}). Ours: `Trainer.train_step` from `+experiment=bench_small|bench_biogpt`; HF: "
         "`BioGptForCausalLM` + `torch.optim.AdamW` (default implementation), same weights, batches and loss "
-        "normalisation. CPU allocator: " + ("both keep freed memory (SAME_ALLOCATOR=1)" if SAME_ALLOCATOR else
+        "normalisation; each side in its own spawned process, driven in turn. CPU allocator: " + (
+            "both keep freed memory (SAME_ALLOCATOR=1)" if SAME_ALLOCATOR else
         "ours keeps freed memory (trainer.cpu_keep_freed_memory), HF glibc's defaults") + ". CPU dropout masks: " + (
             "torch's bernoulli_ on both sides (TORCH_DROPOUT=1)" if TORCH_DROPOUT else
             "ours numpy blocks (trainer.cpu_dropout_masks=numpy), HF torch's bernoulli_") + ". Medians of rounds "

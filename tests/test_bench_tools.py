@@ -31,6 +31,14 @@ def test_interleave_alternates_and_reports_each_side():
     assert spread_note(0.5).endswith("(not < 10%)") and spread_note(0.05) == "5%"
 
 
+def test_interleave_takes_times_measured_elsewhere():
+    """trainer_bench's sides run in their own processes and report (seconds, mem) themselves."""
+    times = iter([(1.0, 0.1), (2.0, 0.2), (2.0, 0.2), (1.0, 0.1)])
+    res = interleave({"a": lambda: next(times), "b": lambda: next(times)}, torch.device("cpu"), min_rounds=2,
+                     max_rounds=2, max_seconds=60, measure=lambda runner, device: runner())
+    assert res["runs"] == {"a": [(1.0, 0.1), (1.0, 0.1)], "b": [(2.0, 0.2), (2.0, 0.2)]}
+
+
 def test_report_writer_runs_selected_modules(tmp_path, monkeypatch):
     monkeypatch.setattr(bench_main, "BENCHMARKS", {"tests.test_bench_tools": "a fake benchmark"})
     out = tmp_path / "r.md"
