@@ -1,7 +1,8 @@
 """`make bench`: run every benchmark module and write one Markdown report.
 
 Each module exposes `run(quick: bool) -> str` (a Markdown section). Ratios are measured against
-`transformers` on the same machine in the same process, A/B interleaved; nothing here is asserted by the test suite.
+`transformers` on the same machine, A/B interleaved (in one process; the training update: each side in its own process,
+driven in turn); nothing here is asserted by the test suite.
 `python -m bench` (make bench) writes bench/results/README.md; `--quick` (make bench-quick, < 3 min) writes
 bench/results/quick.md and covers the small configurations only.
 """
@@ -59,7 +60,8 @@ def main(argv=None) -> int:
         f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
         "The machine is shared (up to 8 other jobs on 2 cores): each row records the load when it was taken; ratios",
-        "come from interleaved runs in the same process, which load hits alike, so they are the numbers to read.",
+        "come from interleaved runs (the training update: each side in its own process, driven in turn), which load",
+        "hits alike, so they are the numbers to read.",
         "",
     ]
     for name, what in BENCHMARKS.items():

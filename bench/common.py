@@ -67,10 +67,12 @@ def _malloc_in_use():
 _IN_USE = _malloc_in_use() or (_rss_bytes if os.path.exists("/proc/self/statm") else None)
 
 
-def timed(fn, device: torch.device) -> tuple[float, float]:
-    """(seconds, peak extra memory in GB) of one call. GPU: allocator peak; CPU: the peak of glibc's bytes in use
-    (RSS where glibc's mallinfo2 is missing) above their level before the call, sampled every millisecond (what
-    the step itself allocates: activations, logits, gradients)."""
+def timed(fn, device: torch.device, memory: bool = False) -> tuple[float, float]:
+    """(seconds, peak extra memory in GB, or 0.0 unless `memory`) of one call. GPU: allocator peak; CPU: the peak
+    of glibc's bytes in use (RSS where glibc's mallinfo2 is missing) above their level before the call, sampled
+    every millisecond (what the step itself allocates: activations, logits, gradients). The CPU sampler is a third
+    thread that takes glibc's arena lock: it slowed a 2-thread biogpt fp32 update from 6.3 to 8.1 s (measured), so
+    a call that samples memory is never one whose time is reported (`interleave` makes a separate one)."""
     if device.type == "cuda":
         sync(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -79,6 +81,10 @@ def timed(fn, device: torch.device) -> tuple[float, float]:
         fn()
         sync(device)
         return time.perf_counter() - t, (torch.cuda.max_memory_allocated(device) - base) / 2**30
+    if not memory:
+        t = time.perf_counter()
+        fn()
+        return time.perf_counter() - t, 0.0
     base = peak = _IN_USE() if _IN_USE else 0
     done = threading.Event()
 
@@ -109,10 +115,11 @@ def iqr_spread(xs: list[float]) -> float:
 
 def interleave(runners: dict, device: torch.device, *, min_rounds: int, max_rounds: int, max_seconds: float,
                before_round=None, measure=timed) -> dict:
-    """Run every runner once per round, alternating the order, until each side's spread < SPREAD_TARGET (after
-    min_rounds) or max_rounds / max_seconds. Returns {name: [(seconds, mem_gb), ...]}, 'rounds', 'spread'.
-    `measure(runner, device) -> (seconds, mem_gb)`; runners that time themselves (another process) pass
-    `measure=lambda runner, device: runner()`."""
+    """One untimed call per runner that measures its peak memory, then every runner once per round, alternating the
+    order, until each side's spread < SPREAD_TARGET (after min_rounds) or max_rounds / max_seconds.
+    Returns {name: [(seconds, mem_gb), ...]}, 'rounds', 'spread'. `measure(runner, device, memory) -> (seconds,
+    mem_gb)`; runners that time themselves (another process) pass their own."""
+    mem = {k: measure(runner, device, True)[1] for k, runner in runners.items()}
     out = {k: [] for k in runners}
     start = time.perf_counter()
     rounds = 0
@@ -121,7 +128,7 @@ def interleave(runners: dict, device: torch.device, *, min_rounds: int, max_roun
             before_round()
         keys = list(runners) if rounds % 2 == 0 else list(reversed(runners))
         for k in keys:
-            out[k].append(measure(runners[k], device))
+            out[k].append((measure(runners[k], device, False)[0], mem[k]))
         rounds += 1
         spreads = {k: iqr_spread([t for t, _ in v]) for k, v in out.items()}
         if rounds >= min_rounds and (max(spreads.values()) < SPREAD_TARGET

@@ -150,12 +150,13 @@ def _side(name: str, experiment: str, batch: int, precision: str, tmp: Path, n_b
 
 
 def _worker(conn, name: str, args: tuple) -> None:
-    """One side in its own process: build, then time `update(i)` for every i received until None."""
+    """One side in its own process: build, then time `update(i)` for every (i, memory) received until None."""
     try:
         update, device, info = _side(name, *args)
         conn.send(("ready", info))
-        while (i := conn.recv()) is not None:
-            conn.send(("ok", timed(lambda: update(i), device)))
+        while (cmd := conn.recv()) is not None:
+            i, memory = cmd
+            conn.send(("ok", timed(lambda: update(i), device, memory)))
     except BaseException:
         conn.send(("error", traceback.format_exc()))
 
@@ -181,8 +182,8 @@ class _Sides:
             raise RuntimeError(f"trainer_bench: the {name} process failed:\n{value}")
         return value
 
-    def update(self, name: str, i: int) -> tuple[float, float]:
-        self.conns[name].send(i)
+    def update(self, name: str, i: int, memory: bool) -> tuple[float, float]:
+        self.conns[name].send((i, memory))
         return self._reply(name)
 
     def close(self) -> None:
@@ -194,7 +195,7 @@ class _Sides:
 
 def bench_case(experiment: str, batch: int, precision: str, tmp: Path, min_rounds: int, max_rounds: int,
                budget: float) -> dict:
-    n_batches = max_rounds + 1
+    n_batches = max_rounds + 1  # batch 0: warmup and the memory update
     data = _data(tmp, batch * SEQ * (n_batches + 1))
     device = distributed.init().device
     sides = _Sides((experiment, batch, precision, tmp, n_batches, data))
@@ -206,11 +207,12 @@ def bench_case(experiment: str, batch: int, precision: str, tmp: Path, min_round
             current["i"] += 1
             peaks.append(matmul_peak(PEAK_DTYPES[precision], device))
 
-        runners = {name: (lambda name=name: sides.update(name, current["i"])) for name in ("ours", "hf")}
+        runners = {name: (lambda memory, name=name: sides.update(name, current["i"], memory))
+                   for name in ("ours", "hf")}
         for fn in runners.values():  # warmup: first-touch allocation, optimizer state, oneDNN primitive caches
-            fn()
+            fn(False)
         res = interleave(runners, device, min_rounds=min_rounds, max_rounds=max_rounds, max_seconds=budget,
-                         before_round=next_batch, measure=lambda runner, _: runner())
+                         before_round=next_batch, measure=lambda runner, _, memory: runner(memory))
     finally:
         sides.close()
     peak = statistics.median(peaks)

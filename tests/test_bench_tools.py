@@ -24,7 +24,7 @@ def test_interleave_alternates_and_reports_each_side():
     calls = []
     runners = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
     res = interleave(runners, torch.device("cpu"), min_rounds=3, max_rounds=3, max_seconds=60)
-    assert calls == ["a", "b", "b", "a", "a", "b"]  # the order flips every round
+    assert calls == ["a", "b"] + ["a", "b", "b", "a", "a", "b"]  # one memory call each, then the order flips
     assert res["rounds"] == 3 and set(res["runs"]) == {"a", "b"}
     assert all(len(v) == 3 for v in res["runs"].values())
     assert median_time(res["runs"]["a"]) >= 0 and peak_mem(res["runs"]["a"]) >= 0
@@ -33,10 +33,19 @@ def test_interleave_alternates_and_reports_each_side():
 
 def test_interleave_takes_times_measured_elsewhere():
     """trainer_bench's sides run in their own processes and report (seconds, mem) themselves."""
-    times = iter([(1.0, 0.1), (2.0, 0.2), (2.0, 0.2), (1.0, 0.1)])
-    res = interleave({"a": lambda: next(times), "b": lambda: next(times)}, torch.device("cpu"), min_rounds=2,
-                     max_rounds=2, max_seconds=60, measure=lambda runner, device: runner())
-    assert res["runs"] == {"a": [(1.0, 0.1), (1.0, 0.1)], "b": [(2.0, 0.2), (2.0, 0.2)]}
+    calls = []
+
+    def side(name, seconds):
+        def run(memory):
+            calls.append((name, memory))
+            return seconds, (0.5 if memory else 0.0)
+        return run
+
+    res = interleave({"a": side("a", 1.0), "b": side("b", 2.0)}, torch.device("cpu"), min_rounds=2, max_rounds=2,
+                     max_seconds=60, measure=lambda runner, device, memory: runner(memory))
+    # memory is taken in one untimed call per side (its sampler would slow the timed ones)
+    assert calls == [("a", True), ("b", True), ("a", False), ("b", False), ("b", False), ("a", False)]
+    assert res["runs"] == {"a": [(1.0, 0.5), (1.0, 0.5)], "b": [(2.0, 0.5), (2.0, 0.5)]}
 
 
 def test_report_writer_runs_selected_modules(tmp_path, monkeypatch):
@@ -62,5 +71,5 @@ def test_cpu_step_memory_sees_blocks_the_heap_reuses():
     if not keep_freed_memory():
         pytest.skip("not glibc")
     torch.empty(2**24).fill_(1)  # 64 MiB, freed into the heap before the timed call
-    _, gb = timed(lambda: (torch.empty(2**24).fill_(1), time.sleep(0.05)), torch.device("cpu"))
+    _, gb = timed(lambda: (torch.empty(2**24).fill_(1), time.sleep(0.05)), torch.device("cpu"), memory=True)
     assert gb >= 0.06
