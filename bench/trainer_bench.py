@@ -9,8 +9,8 @@ Each side runs in its own spawned process, as `python -m biogpt_train` and a tra
 glibc allocator setting and RNG. The parent drives them in turn, one update each per round (the order flips every
 round), until both spreads are < 10% or the time budget is spent; medians are reported. Interleaving keeps a load
 change from hitting one side only (a sequential A-then-B run moved the ratio by 2x under load). The earlier design
-ran both in one process: they then shared one heap, so each side's frees changed the other's page faults (biogpt
-fp32: HF 11.0 s alone, 9.0 s beside ours; ours 6.3 s alone, up to 6.4 s beside HF; bench/results/NOTES.md).
+ran both in one process: they then shared one heap, so each side's frees changed the other's page faults (small
+fp32: ours 2.62 s alone, 2.75-2.91 s beside HF; biogpt fp32: HF 11.0 s alone, 9.0 s beside ours; round5.md).
 MFU = matmul FLOPs (6 x weights + attention, nanoGPT's count) / median update time / the peak of a square matmul
 in the same dtype measured (in the parent, both sides idle) before every round. mem = peak memory the update itself
 adds (glibc's bytes in use above their level before it on CPU, bench.common.timed, in the side's process; allocator
@@ -129,7 +129,8 @@ def _side(name: str, experiment: str, batch: int, precision: str, tmp: Path, n_b
     if name == "ours":
         del hf, hf_opt
         return (lambda i: trainer.train_step(groups[i], 1)), device, info
-    del trainer  # the Trainer set its allocator choice process-wide: HF gets glibc's defaults (or, SAME_ALLOCATOR, ours)
+    del trainer
+    # the Trainer set its allocator choice process-wide: HF gets glibc's defaults back (SAME_ALLOCATOR: ours)
     if device.type == "cpu":
         keep_freed_memory() if SAME_ALLOCATOR else glibc_default_allocator()
 
