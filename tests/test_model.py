@@ -353,3 +353,63 @@ def test_training_attention_causal_bias_is_bitwise_the_masked_fill(dtype):
         results.append([out, *torch.autograd.grad(out, (q, k, v), grad_out)])
     for got, want in zip(*results):
         assert torch.equal(got, want)
+
+
+def _plain_causal_attention(q, k, v, p):
+    """models/biogpt.py's unblocked CPU training attention, written out: bias, softmax, the same dropout, matmul."""
+    from biogpt_train.models.dropout import dropout
+
+    B, H, T, hd = q.shape
+    bias = torch.full((T, T), float("-inf")).triu_(1)
+    s = torch.baddbmm(bias, (q * hd**-0.5).reshape(B * H, T, hd), k.reshape(B * H, T, hd).transpose(1, 2))
+    return torch.matmul(dropout(torch.softmax(s.view(B, H, T, T), dim=-1), p, True), v)
+
+
+def test_fp32_training_attention_in_query_blocks_equals_the_plain_path(monkeypatch):
+    """fp32 CPU training attention runs query blocks against the keys up to their end (models/causal_attention.py):
+    with 3 blocks (one partial) the output and the three gradients equal the unblocked path to fp32 rounding (the
+    same masks), with one block bit for bit; the blocked path is what dropout_attention runs, and checkpointed
+    recomputation gives the same gradients."""
+    from torch.utils.checkpoint import checkpoint
+
+    from biogpt_train.models import causal_attention
+    from biogpt_train.models.biogpt import dropout_attention
+
+    g = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(2, 40, 3, 8, generator=g).transpose(1, 2).requires_grad_() for _ in range(3))
+    grad_out = torch.randn(2, 3, 40, 8, generator=g)
+
+    def outputs(fn):
+        torch.manual_seed(0)
+        out = fn()
+        return [out, *torch.autograd.grad(out, (q, k, v), grad_out)]
+
+    want = outputs(lambda: _plain_causal_attention(q, k, v, 0.2))
+    assert causal_attention.applies(q, k, None, True, 0.2)
+    for block, exact in ((64, True), (16, False)):
+        monkeypatch.setattr(causal_attention, "QUERY_BLOCK", block)
+        got = outputs(lambda: dropout_attention(q, k, v, None, True, 0.2))
+        for a, b in zip(got, want):
+            assert torch.equal(a, b) if exact else torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+        assert got[0].abs().sum() > 0 and (got[0] != 0).any()
+        rerun = outputs(lambda: checkpoint(dropout_attention, q, k, v, None, True, 0.2, use_reentrant=False))
+        assert all(torch.equal(a, b) for a, b in zip(rerun, got))
+
+
+def test_blocked_attention_only_serves_fp32_causal_self_attention_with_numpy_masks():
+    from biogpt_train.models import causal_attention
+    from biogpt_train.models import dropout as D
+
+    x = torch.randn(1, 2, 8, 4)
+    assert causal_attention.applies(x, x, None, True, 0.1)
+    assert not causal_attention.applies(x, x, None, False, 0.1)  # encoders
+    assert not causal_attention.applies(x, x, torch.ones(1, 1, 8, 8, dtype=torch.bool), True, 0.1)
+    assert not causal_attention.applies(x.bfloat16(), x.bfloat16(), None, True, 0.1)
+    assert not causal_attention.applies(x, torch.randn(1, 2, 9, 4), None, True, 0.1)  # cached keys
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not causal_attention.applies(x, x, None, True, 0.1)
+    D.set_cpu_masks("torch")
+    try:
+        assert not causal_attention.applies(x, x, None, True, 0.1)  # F.dropout's stream: the plain path
+    finally:
+        D.set_cpu_masks("numpy")

@@ -83,3 +83,19 @@ def test_low_precision_softmax_row_blocks_equal_one_pass(dtype):
     assert torch.equal(got_t, ref_t) and got_p.dtype == dtype and torch.equal(got_p, ref_p)
     only_t, no_p = _log_softmax_target(logits.clone(), t, want_p=False)
     assert torch.equal(only_t, ref_t) and no_p is None
+
+
+def test_unit_incoming_gradient_skips_the_scaling_and_keeps_the_saved_gradients():
+    """backward() with d loss = 1 returns the saved gradients unscaled (x * 1.0 == x): equal to twice those of
+    d loss = 0.5, and a retained graph gives the same gradients again (nothing saved is modified in place)."""
+    h, w, t = _inputs(seed=3)
+    loss = linear_cross_entropy(h, w, t, PAD)
+    loss.backward(torch.tensor(0.5), retain_graph=True)
+    half = h.grad.clone(), w.grad.clone()
+    h.grad = w.grad = None
+    loss.backward(retain_graph=True)
+    unit = h.grad.clone(), w.grad.clone()
+    h.grad = w.grad = None
+    loss.backward()
+    for a, b, c in zip(unit, half, (h.grad, w.grad)):
+        assert torch.equal(a, 2 * b) and torch.equal(c, a)

@@ -78,12 +78,17 @@ def keep_noise(numel: int, p: float, dtype: torch.dtype) -> torch.Tensor:
     return torch.from_numpy(noise).view(dtype)
 
 
+def numpy_masks(x: torch.Tensor, p: float) -> bool:
+    """Whether `dropout(x, p, True)` draws its mask with `keep_noise` (else F.dropout's)."""
+    return (x.device.type == "cpu" and _state["masks"] == "numpy" and 0 < p < 1
+            and not torch.compiler.is_compiling())
+
+
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """F.dropout(x, p, training), with numpy keep-masks on CPU (module docstring)."""
     if not training or p == 0 or x.numel() == 0:
         return x
-    if (x.device.type != "cpu" or _state["masks"] != "numpy" or not 0 < p < 1
-            or torch.compiler.is_compiling()):
+    if not numpy_masks(x, p):
         return F.dropout(x, p, True)
     return x * keep_noise(x.numel(), p, x.dtype).view(x.shape)  # torch's _dropout_impl: input * noise
 

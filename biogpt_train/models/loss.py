@@ -87,12 +87,19 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         grad_h, grad_w = ctx.saved_tensors
         h_dtype, w_dtype = ctx.dtypes
-        # cast to the input's dtype, then scale in place (a mixed-dtype mul with out= takes TensorIterator's slow
-        # casting loop: 5x slower on CPU for the [V, d] weight gradient, measured)
-        if grad_h is not None:
-            grad_h = grad_h.to(h_dtype).mul_(grad_loss)
-        if grad_w is not None:
-            grad_w = grad_w.to(w_dtype).mul_(grad_loss)
+        # the trainer's summed loss gets d loss = 1.0: x * 1.0 == x, so on CPU (where reading it costs no sync) the
+        # pass over the [V, d] weight gradient is skipped (9 ms per small-preset update, measured)
+        one = grad_loss.device.type == "cpu" and grad_loss.item() == 1.0
+
+        def scaled(g, dtype):
+            # cast to the input's dtype, then scale (a mixed-dtype mul with out= takes TensorIterator's slow casting
+            # loop: 5x slower on CPU for the [V, d] weight gradient, measured); the saved tensor itself is never
+            # scaled in place, so a retained graph can run backward again
+            cast = g.to(dtype)
+            return cast if one else cast.mul_(grad_loss) if cast is not g else cast * grad_loss
+
+        grad_h = None if grad_h is None else scaled(grad_h, h_dtype)
+        grad_w = None if grad_w is None else scaled(grad_w, w_dtype)
         return grad_h, grad_w, None, None, None, None, None
 
 
