@@ -355,20 +355,23 @@ def test_training_attention_causal_bias_is_bitwise_the_masked_fill(dtype):
         assert torch.equal(got, want)
 
 
-def _plain_causal_attention(q, k, v, p):
-    """models/biogpt.py's unblocked CPU training attention, written out: bias, softmax, the same dropout, matmul."""
+def _plain_causal_attention(q, k, v, p, noise=None):
+    """models/biogpt.py's unblocked CPU training attention, written out: bias, softmax, dropout (or `noise`
+    [B, H, T, T] times the probabilities), matmul."""
     from biogpt_train.models.dropout import dropout
 
     B, H, T, hd = q.shape
     bias = torch.full((T, T), float("-inf")).triu_(1)
     s = torch.baddbmm(bias, (q * hd**-0.5).reshape(B * H, T, hd), k.reshape(B * H, T, hd).transpose(1, 2))
-    return torch.matmul(dropout(torch.softmax(s.view(B, H, T, T), dim=-1), p, True), v)
+    probs = torch.softmax(s.view(B, H, T, T), dim=-1)
+    return torch.matmul(dropout(probs, p, True) if noise is None else probs * noise, v)
 
 
 def test_fp32_training_attention_in_query_blocks_equals_the_plain_path(monkeypatch):
-    """fp32 CPU training attention runs query blocks against the keys up to their end (models/causal_attention.py):
-    with 3 blocks (one partial) the output and the three gradients equal the unblocked path to fp32 rounding (the
-    same masks), with one block bit for bit; the blocked path is what dropout_attention runs, and checkpointed
+    """fp32 CPU training attention runs query blocks against the keys up to their end (models/causal_attention.py).
+    One block: output and the three gradients bit for bit the unblocked path's, masks included. Three blocks (one
+    partial): equal to the unblocked path with the same masks to fp32 rounding, the masks drawn for visible keys
+    only (zero noise is never drawn where a key is masked). dropout_attention takes this path, and checkpointed
     recomputation gives the same gradients."""
     from torch.utils.checkpoint import checkpoint
 
@@ -376,22 +379,36 @@ def test_fp32_training_attention_in_query_blocks_equals_the_plain_path(monkeypat
     from biogpt_train.models.biogpt import dropout_attention
 
     g = torch.Generator().manual_seed(5)
-    q, k, v = (torch.randn(2, 40, 3, 8, generator=g).transpose(1, 2).requires_grad_() for _ in range(3))
-    grad_out = torch.randn(2, 3, 40, 8, generator=g)
+    B, H, T = 2, 3, 40
+    q, k, v = (torch.randn(B, T, H, 8, generator=g).transpose(1, 2).requires_grad_() for _ in range(3))
+    grad_out = torch.randn(B, H, T, 8, generator=g)
+    drawn = []
+    keep_noise = causal_attention.keep_noise
+    monkeypatch.setattr(causal_attention, "keep_noise", lambda *a: drawn.append(keep_noise(*a)) or drawn[-1])
 
     def outputs(fn):
         torch.manual_seed(0)
         out = fn()
         return [out, *torch.autograd.grad(out, (q, k, v), grad_out)]
 
-    want = outputs(lambda: _plain_causal_attention(q, k, v, 0.2))
     assert causal_attention.applies(q, k, None, True, 0.2)
     for block, exact in ((64, True), (16, False)):
         monkeypatch.setattr(causal_attention, "QUERY_BLOCK", block)
+        drawn.clear()
         got = outputs(lambda: dropout_attention(q, k, v, None, True, 0.2))
+        noise = torch.zeros(B * H, T, T)  # the drawn noise in place: blocks of rows, visible keys only
+        offset = 0
+        for a, e in causal_attention._blocks(T):
+            n = B * H * (e - a) * e
+            noise[:, a:e, :e] = drawn[0][offset:offset + n].view(B * H, e - a, e)
+            offset += n
+        assert len(drawn) == 1 and offset == drawn[0].numel()
+        want = outputs(lambda: _plain_causal_attention(q, k, v, 0.2, noise.view(B, H, T, T)))
         for a, b in zip(got, want):
             assert torch.equal(a, b) if exact else torch.allclose(a, b, rtol=1e-5, atol=1e-6)
-        assert got[0].abs().sum() > 0 and (got[0] != 0).any()
+        if exact:  # one block: the masks dropout() draws
+            assert all(torch.equal(a, b) for a, b in zip(got, outputs(lambda: _plain_causal_attention(q, k, v, 0.2))))
+        assert 0.75 < (drawn[0] > 0).float().mean().item() < 0.85  # p = 0.2
         rerun = outputs(lambda: checkpoint(dropout_attention, q, k, v, None, True, 0.2, use_reentrant=False))
         assert all(torch.equal(a, b) for a, b in zip(rerun, got))
 

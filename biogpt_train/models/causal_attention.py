@@ -7,12 +7,15 @@ Forward and backward are written out (an autograd Function) so each product take
 and value gradients are computed transposed, (dO^T Pd)^T and (q^T dS)^T, 4 ms instead of 7 ms for the small
 preset's [32, 512, 512] x [32, 512, 64] (same bits), and no [B, H, T, T] copy is made in backward.
 
-The operations per element are the plain path's: scores plus the 0 / -inf bias, softmax, the same
-dropout noise (models/dropout.py: keep_noise, one draw of torch's generator for the whole [B, H, T, T] tensor),
-torch's softmax backward. Only the matmuls' reduction lengths change: with T <= QUERY_BLOCK the results are the
-plain path's bit for bit, otherwise they agree to fp32 rounding (~1e-7 relative; docs/FIDELITY.md #23).
+The operations per element are the plain path's: scores plus the 0 / -inf bias, softmax, dropout noise from
+models/dropout.py's keep_noise, torch's softmax backward. With T <= QUERY_BLOCK the results are the plain path's bit
+for bit (the same masks too). With more blocks the matmuls' reduction lengths change (fp32 rounding, ~1e-7
+relative) and each block draws the noise of its own rows and visible keys (3/8 fewer random numbers at T = 512:
+~12 ms of numpy per layer is the largest non-matmul cost here): other masks than the plain path's for the same
+seed, the same distribution, still a function of torch's RNG state (docs/FIDELITY.md #23).
 One layer of the small preset (4 x 8 heads x 512 x 64, p = 0.1), forward + backward, 2 threads: plain path 79 ms,
-written out in one block 74 ms, blocks of 256 rows 61 ms, of 128 rows 56 ms, of 64 rows 56 ms (measured).
+written out in one block 74 ms, blocks of 256 rows 61 ms, of 128 rows 56 ms, of 64 rows 56 ms (noise for all of
+[T, T]); 128 rows with noise for the visible keys only: 52 ms (measured).
 bf16 gains nothing (its matmuls are cheap, and gradient sums over blocks would round to bf16): not used there.
 """
 
@@ -44,35 +47,39 @@ class _BlockedCausalAttention(torch.autograd.Function):
         scale = hd**-0.5
         qs = (q * scale).reshape(B * H, T, hd)  # fairseq scales q before the product
         kk, vv = k.reshape(B * H, T, hd), v.reshape(B * H, T, hd)
-        noise = keep_noise(B * H * T * T, p, q.dtype).view(B * H, T, T)
         # the causal mask as a 0 / -inf bias, added only where a block has masked keys: its last n keys (x + 0 == x:
         # the bits of masked_fill and of baddbmm with the whole bias, which first copies the bias over the scores)
         bias = torch.full((QUERY_BLOCK, QUERY_BLOCK), float("-inf"), dtype=q.dtype, device=q.device).triu_(1)
         out = torch.empty(B * H, T, hd, dtype=q.dtype, device=q.device)
+        # dropout noise for each block's [rows, visible keys] only, drawn in one call (one draw of torch's generator,
+        # blocks filled in parallel); with one block these are the masks dropout(probs) draws for [B, H, T, T]
+        sizes = [B * H * (e - a) * e for a, e in _blocks(T)]
+        noises = keep_noise(sum(sizes), p, q.dtype).split(sizes)
         saved = []
-        for a, e in _blocks(T):
+        for (a, e), noise in zip(_blocks(T), noises):
             scores = torch.bmm(qs[:, a:e], kk[:, :e].transpose(1, 2))
             scores[:, :, a:e] += bias[:e - a, :e - a]
             probs = torch.softmax(scores, dim=-1)
-            dropped = probs * noise[:, a:e, :e]
+            noise = noise.view(probs.shape)
+            dropped = probs * noise
             out[:, a:e] = torch.bmm(dropped, vv[:, :e])
-            saved += [probs, dropped]
-        ctx.save_for_backward(qs, kk, vv, noise, *saved)  # (intermediates too: activation checkpointing sees them)
+            saved += [probs, noise, dropped]
+        ctx.save_for_backward(qs, kk, vv, *saved)  # (intermediates too: activation checkpointing sees them)
         ctx.scale = scale
         return out.view(B, H, T, hd)
 
     @staticmethod
     def backward(ctx, grad_out):
-        qs, kk, vv, noise, *saved = ctx.saved_tensors
+        qs, kk, vv, *saved = ctx.saved_tensors
         B, H, T, hd = grad_out.shape
         d_out = grad_out.reshape(B * H, T, hd)
         dq = torch.empty_like(qs)
         dk_t = qs.new_zeros(B * H, hd, T)  # key and value gradients, transposed: MKL's faster layout
         dv_t = qs.new_zeros(B * H, hd, T)
-        for (a, e), probs, dropped in zip(_blocks(T), saved[0::2], saved[1::2]):
+        for (a, e), probs, noise, dropped in zip(_blocks(T), saved[0::3], saved[1::3], saved[2::3]):
             d_rows = d_out[:, a:e]
             dv_t[:, :, :e].baddbmm_(d_rows.transpose(1, 2), dropped)
-            d_probs = torch.bmm(d_rows, vv[:, :e].transpose(1, 2)).mul_(noise[:, a:e, :e])
+            d_probs = torch.bmm(d_rows, vv[:, :e].transpose(1, 2)).mul_(noise)
             d_scores = torch._softmax_backward_data(d_probs, probs, -1, probs.dtype)
             dq[:, a:e] = torch.bmm(d_scores, kk[:, :e])
             dk_t[:, :, :e].baddbmm_(qs[:, a:e].transpose(1, 2), d_scores)
