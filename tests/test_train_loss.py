@@ -69,10 +69,10 @@ def test_bf16_one_chunk_feature_gradient_is_autocast_bitwise():
     assert got.item() == pytest.approx(ref.item(), rel=1e-6)  # only the summation order differs
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_low_precision_softmax_row_blocks_equal_one_pass(dtype):
-    """CPU low-precision logits go through the fp32 log-softmax in row blocks (p written over the logits): bit for
-    bit the one-pass cast -> log_softmax -> gather -> exp -> cast, a partial last block included."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_cpu_softmax_row_blocks_equal_one_pass(dtype):
+    """CPU logits go through the fp32 log-softmax in row blocks (in place for fp32; p written over the logits): bit
+    for bit the one-pass cast -> log_softmax -> gather -> exp -> cast, a partial last block included."""
     g = torch.Generator().manual_seed(3)
     n = 2 * SOFTMAX_BLOCK_ROWS + 5
     logits = (torch.randn(n, 300, generator=g) * 4).to(dtype)
