@@ -372,10 +372,12 @@ def test_fp32_training_attention_in_query_blocks_equals_the_plain_path(monkeypat
     One block: output and the three gradients bit for bit the unblocked path's, masks included. Three blocks (one
     partial): equal to the unblocked path with the same masks to fp32 rounding, the masks drawn for visible keys
     only (zero noise is never drawn where a key is masked). dropout_attention takes this path, and checkpointed
-    recomputation gives the same gradients."""
+    recomputation gives the same gradients. With F.dropout's masks (trainer.cpu_dropout_masks=torch) the blocks
+    use the plain path's masks."""
     from torch.utils.checkpoint import checkpoint
 
     from biogpt_train.models import causal_attention
+    from biogpt_train.models import dropout as D
     from biogpt_train.models.biogpt import dropout_attention
 
     g = torch.Generator().manual_seed(5)
@@ -411,9 +413,17 @@ def test_fp32_training_attention_in_query_blocks_equals_the_plain_path(monkeypat
         assert 0.75 < (drawn[0] > 0).float().mean().item() < 0.85  # p = 0.2
         rerun = outputs(lambda: checkpoint(dropout_attention, q, k, v, None, True, 0.2, use_reentrant=False))
         assert all(torch.equal(a, b) for a, b in zip(rerun, got))
+        D.set_cpu_masks("torch")  # F.dropout's masks for [B, H, T, T], sliced per block: the plain path's masks
+        try:
+            got = outputs(lambda: dropout_attention(q, k, v, None, True, 0.2))
+            want = outputs(lambda: _plain_causal_attention(q, k, v, 0.2))
+        finally:
+            D.set_cpu_masks("numpy")
+        for a, b in zip(got, want):
+            assert torch.equal(a, b) if exact else torch.allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_blocked_attention_only_serves_fp32_causal_self_attention_with_numpy_masks():
+def test_blocked_attention_only_serves_fp32_causal_self_attention():
     from biogpt_train.models import causal_attention
     from biogpt_train.models import dropout as D
 
@@ -425,8 +435,9 @@ def test_blocked_attention_only_serves_fp32_causal_self_attention_with_numpy_mas
     assert not causal_attention.applies(x, torch.randn(1, 2, 9, 4), None, True, 0.1)  # cached keys
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not causal_attention.applies(x, x, None, True, 0.1)
+    assert not causal_attention.applies(x, x, None, True, 0.0) and not causal_attention.applies(x, x, None, True, 1.0)
     D.set_cpu_masks("torch")
     try:
-        assert not causal_attention.applies(x, x, None, True, 0.1)  # F.dropout's stream: the plain path
+        assert causal_attention.applies(x, x, None, True, 0.1)  # with F.dropout's masks (sliced per block)
     finally:
         D.set_cpu_masks("numpy")

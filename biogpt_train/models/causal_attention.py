@@ -10,9 +10,11 @@ preset's [32, 512, 512] x [32, 512, 64] (same bits), and no [B, H, T, T] copy is
 The operations per element are the plain path's: scores plus the 0 / -inf bias, softmax, dropout noise from
 models/dropout.py's keep_noise, torch's softmax backward. With T <= QUERY_BLOCK the results are the plain path's bit
 for bit (the same masks too). With more blocks the matmuls' reduction lengths change (fp32 rounding, ~1e-7
-relative) and each block draws the noise of its own rows and visible keys (3/8 fewer random numbers at T = 512:
-~12 ms of numpy per layer is the largest non-matmul cost here): other masks than the plain path's for the same
-seed, the same distribution, still a function of torch's RNG state (docs/FIDELITY.md #23).
+relative) and, with the default numpy masks, each block draws the noise of its own rows and visible keys (3/8
+fewer random numbers at T = 512: ~12 ms of numpy per layer is the largest non-matmul cost here): other masks than
+the plain path's for the same seed, the same distribution, still a function of torch's RNG state. With
+`trainer.cpu_dropout_masks=torch` the masks are F.dropout's for [B, H, T, T], as on the plain path
+(docs/FIDELITY.md #23).
 One layer of the small preset (4 x 8 heads x 512 x 64, p = 0.1), forward + backward, 2 threads: plain path 79 ms,
 written out in one block 74 ms, blocks of 256 rows 61 ms, of 128 rows 56 ms, of 64 rows 56 ms (noise for all of
 [T, T]); 128 rows with noise for the visible keys only: 52 ms (measured).
@@ -30,9 +32,23 @@ QUERY_BLOCK = 128  # rows per block (measured above; 256 rows gave the unblocked
 
 def applies(q: torch.Tensor, k: torch.Tensor, attn_mask, is_causal: bool, p: float) -> bool:
     """Whether `blocked_causal_attention` serves this call: fp32 on CPU, causal self-attention without a key mask,
-    outside autocast, with the numpy dropout masks."""
-    return (is_causal and attn_mask is None and q.dtype == torch.float32 and q.size(-2) == k.size(-2)
-            and not torch.is_autocast_enabled(q.device.type) and numpy_masks(q, p))
+    outside autocast and compiled code, 0 < p < 1."""
+    return (is_causal and attn_mask is None and q.dtype == torch.float32 and q.device.type == "cpu"
+            and q.size(-2) == k.size(-2) and 0 < p < 1 and not torch.is_autocast_enabled("cpu")
+            and not torch.compiler.is_compiling())
+
+
+def _block_noise(B: int, H: int, T: int, p: float, like: torch.Tensor) -> list[torch.Tensor]:
+    """Each block's dropout noise [B * H, rows, visible keys]. numpy masks (default): drawn for the visible keys
+    only, in one keep_noise call (one draw of torch's generator, blocks filled in parallel); with one block these
+    are the masks dropout(probs) draws for [B, H, T, T]. `trainer.cpu_dropout_masks=torch`: F.dropout's noise for
+    all of [B, H, T, T] (the same draws), sliced: the plain path's masks."""
+    if numpy_masks(like, p):
+        sizes = [B * H * (e - a) * e for a, e in _blocks(T)]
+        noise = keep_noise(sum(sizes), p, like.dtype).split(sizes)
+        return [n.view(B * H, e - a, e) for n, (a, e) in zip(noise, _blocks(T))]
+    full = like.new_empty(B * H, T, T).bernoulli_(1 - p).div_(1 - p)  # torch's _dropout_impl noise
+    return [full[:, a:e, :e] for a, e in _blocks(T)]
 
 
 def _blocks(T: int):
@@ -51,16 +67,11 @@ class _BlockedCausalAttention(torch.autograd.Function):
         # the bits of masked_fill and of baddbmm with the whole bias, which first copies the bias over the scores)
         bias = torch.full((QUERY_BLOCK, QUERY_BLOCK), float("-inf"), dtype=q.dtype, device=q.device).triu_(1)
         out = torch.empty(B * H, T, hd, dtype=q.dtype, device=q.device)
-        # dropout noise for each block's [rows, visible keys] only, drawn in one call (one draw of torch's generator,
-        # blocks filled in parallel); with one block these are the masks dropout(probs) draws for [B, H, T, T]
-        sizes = [B * H * (e - a) * e for a, e in _blocks(T)]
-        noises = keep_noise(sum(sizes), p, q.dtype).split(sizes)
         saved = []
-        for (a, e), noise in zip(_blocks(T), noises):
+        for (a, e), noise in zip(_blocks(T), _block_noise(B, H, T, p, q)):
             scores = torch.bmm(qs[:, a:e], kk[:, :e].transpose(1, 2))
             scores[:, :, a:e] += bias[:e - a, :e - a]
             probs = torch.softmax(scores, dim=-1)
-            noise = noise.view(probs.shape)
             dropped = probs * noise
             out[:, a:e] = torch.bmm(dropped, vv[:, :e])
             saved += [probs, noise, dropped]
