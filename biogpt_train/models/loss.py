@@ -103,7 +103,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
             # loop: 5x slower on CPU for the [V, d] weight gradient, measured); the saved tensor itself is never
             # scaled in place, so a retained graph can run backward again
             cast = g.to(dtype)
-            return cast if one else cast.mul_(grad_loss) if cast is not g else cast * grad_loss
+            if one:
+                return cast
+            return cast.mul_(grad_loss) if cast is not g else cast * grad_loss
 
         grad_h = None if grad_h is None else scaled(grad_h, h_dtype)
         grad_w = None if grad_w is None else scaled(grad_w, w_dtype)
