@@ -131,8 +131,9 @@ def run(quick: bool = False) -> str:
         "",
         f"{where}, fp32, KV cache in both. Prefix {PREFIX} tokens (forced), then exactly the stated number of new "
         f"tokens (tiny: {TINY[2]}, small: {SMALL[2]}, biogpt: {BIOGPT[2]}); generated tokens per second, beam "
-        "hypotheses counted once; medians of alternating runs after a warmup (until the spread is < 10% or 60 s). Greedy breaks near-ties "
-        "as fairseq (cumulative fp32 top-k); 'same tokens' compares the greedy outputs with HF's. 'fast' is "
+        "hypotheses counted once; medians of alternating runs after a warmup (until the spread is < 10% or 60 s). "
+        "Greedy breaks near-ties as fairseq (cumulative fp32 top-k); 'same tokens' compares the greedy outputs with "
+        "HF's. 'fast' is "
         "generate(fast_kernels=True) (prepacked oneDNN linears, packing included in every call; another fp32 "
         "summation order), timed in the same rounds; 'fast = default' compares its tokens with ours (default).",
         "",
