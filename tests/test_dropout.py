@@ -29,6 +29,27 @@ def test_noise_is_torch_dropout_arithmetic_for_its_mask(dtype):
     assert not torch.equal(kept[:12_345], kept[D.BLOCK:D.BLOCK + 12_345])
 
 
+@pytest.mark.parametrize("p", [0.1, 1 - 200.75 / 256, 1e-9, 1 - 1e-9])
+def test_mask_is_a_32_bit_comparison_decided_by_the_top_byte_first(p):
+    """keep iff (byte << 24 | low 24 bits) < threshold, the low bits drawn after the block's bytes only where the
+    byte ties the threshold's top byte: the law of 32 random bits per element, from far fewer random numbers."""
+    import numpy as np
+
+    threshold, scale_bits = D._constants(p, torch.float32)
+    n = D.BLOCK - 5  # a length that is not a whole number of 64-bit draws
+    noise = np.empty(n, dtype=np.int32)
+    D._fill(noise, 1234, threshold, scale_bits, 0)
+    stream = np.random.SFC64(np.random.SeedSequence((1234, 0)))
+    top = stream.random_raw(-(-n // 8)).view(np.uint8)[:n].astype(np.uint64)
+    ties = np.flatnonzero(top == int(threshold) >> 24)
+    number = top << 24  # low bits 0 where the top byte decides alone (they cannot change the outcome there)
+    number[ties] |= stream.random_raw(ties.size) & 0xFFFFFF
+    assert np.array_equal(noise != 0, number < int(threshold))
+    assert set(np.unique(noise).tolist()) <= {0, int(scale_bits)}
+    if p == 1 - 200.75 / 256:  # 1 in 256 elements tie; 3 in 4 of those are kept
+        assert 2_000 < ties.size < 6_000 and 0.7 < (noise[ties] != 0).mean() < 0.8
+
+
 def test_output_and_gradient_are_x_times_noise():
     torch.manual_seed(1)
     x = torch.randn(4, 8, 33, 17, requires_grad=True)
