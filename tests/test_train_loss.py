@@ -99,3 +99,45 @@ def test_unit_incoming_gradient_skips_the_scaling_and_keeps_the_saved_gradients(
     loss.backward()
     for a, b, c in zip(unit, half, (h.grad, w.grad)):
         assert torch.equal(a, 2 * b) and torch.equal(c, a)
+
+
+@pytest.mark.parametrize("grad_loss", [1.0, 0.5])
+def test_tied_embedding_gradient_equals_autograds_sum(grad_loss):
+    """model(tokens, target=) on CPU hands the loss's weight gradient to the embedding lookup, which adds only the
+    rows of the tokens it saw: the same gradients as the plain lookup + loss, whose [V, d] gradients autograd sums
+    (repeated tokens, pads, a non-unit incoming gradient)."""
+    from biogpt_train.models.biogpt import ModelConfig, TransformerLM
+
+    torch.manual_seed(0)
+    model = TransformerLM(ModelConfig(vocab_size=40, embed_dim=16, layers=2, heads=2, ffn_dim=32, max_positions=64,
+                                      dropout=0.0, attention_dropout=0.0))
+    tokens = torch.randint(2, 12, (3, 20))  # few distinct tokens: every row repeats
+    tokens[2, 15:] = PAD
+    target = torch.roll(tokens, -1, 1)
+    target[:, -1] = PAD
+
+    def grads(loss):
+        model.zero_grad(set_to_none=True)
+        loss.backward(torch.tensor(grad_loss))
+        return [p.grad.clone() for p in model.parameters()]
+
+    tied = grads(model(tokens, target=target))
+    dec = model.decoder
+    plain = grads(linear_cross_entropy(model(tokens, features_only=True), dec.output_projection.weight, target, PAD))
+    assert all(torch.equal(a, b) for a, b in zip(tied, plain))
+    assert dec.embed_tokens.weight.grad[PAD].abs().sum() > 0  # the pad row's gradient is the loss's alone
+    assert torch.equal(tied[0][PAD], plain[0][PAD])
+    with torch.no_grad():  # no gradient: the plain lookup
+        assert torch.equal(model(tokens, target=target), linear_cross_entropy(
+            model(tokens, features_only=True), dec.output_projection.weight, target, PAD))
+
+
+def test_tied_embedding_without_the_loss_gradient_is_the_embedding_gradient():
+    from biogpt_train.models.loss import tied_embedding
+
+    w = torch.randn(10, 4, requires_grad=True)
+    tokens = torch.tensor([[3, 1, 3, 5]])
+    (tied_embedding(tokens, w, 1, {}) * torch.arange(16.0).view(1, 4, 4)).sum().backward()
+    ref = w.detach().clone().requires_grad_()
+    (F.embedding(tokens, ref, 1) * torch.arange(16.0).view(1, 4, 4)).sum().backward()
+    assert torch.equal(w.grad, ref.grad)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from biogpt_train.models import causal_attention
 from biogpt_train.models.dropout import dropout
-from biogpt_train.models.loss import linear_cross_entropy
+from biogpt_train.models.loss import linear_cross_entropy, tied_embedding
 
 
 @dataclass
@@ -288,7 +288,13 @@ class TransformerLM(nn.Module):
             positions = torch.arange(start + pad + 1, start + pad + 1 + T, device=tokens.device).expand(B, T)
         attn_mask, is_causal = attention_mask(tokens, start, pad if pad_mask and cache is None else None)
 
-        x = dec.embed_scale * dec.embed_tokens(tokens) + dec.embed_positions(positions)
+        w = dec.embed_tokens.weight
+        # CPU training loss: the lookup and the loss share the tied weight's gradient (models/loss.py tied_embedding)
+        tied = {} if (target is not None and cache is None and w is dec.output_projection.weight and w.requires_grad
+                      and torch.is_grad_enabled() and w.device.type == "cpu"
+                      and not torch.compiler.is_compiling()) else None
+        emb = dec.embed_tokens(tokens) if tied is None else tied_embedding(tokens, w, pad, tied)
+        x = dec.embed_scale * emb + dec.embed_positions(positions)
         x = dropout(x, self.cfg.dropout, self.training)
         for i, layer in enumerate(dec.layers):
             x = layer(x, attn_mask, is_causal, cache, i)
@@ -297,7 +303,7 @@ class TransformerLM(nn.Module):
             cache.length += T
         if target is not None:
             return linear_cross_entropy(x, dec.output_projection.weight, target,
-                                        pad if ignore_index is None else ignore_index)
+                                        pad if ignore_index is None else ignore_index, tied=tied)
         return x if features_only else dec.output_projection(x)
 
     # --- utilities ---------------------------------------------------------------------------------------

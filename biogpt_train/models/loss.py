@@ -10,6 +10,7 @@ run in `compute_dtype` (bf16 under autocast, as autocast would run them); the lo
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 # rows per chunk: 256 MiB of [rows, V] logits. Smaller chunks were slower on CPU in bf16; there the fp32 softmax
 # runs in row blocks, so bf16 chunks hold 2x the rows in the same memory (small preset 4 x 512 in one chunk instead
@@ -52,7 +53,8 @@ def _log_softmax_target(logits: torch.Tensor, t: torch.Tensor, want_p: bool):
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, h, weight, target, ignore_index: int, chunk_rows: int, compute_dtype, grad_enabled: bool):
+    def forward(ctx, h, weight, target, ignore_index: int, chunk_rows: int, compute_dtype, grad_enabled: bool,
+                tied: dict | None):
         w = weight.detach().to(compute_dtype)
         hc = h.detach().to(compute_dtype)
         needs_h = grad_enabled and ctx.needs_input_grad[0]
@@ -88,6 +90,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     grad_w = grad_w.float().add_(torch.mm(g.t(), x * keep))
         ctx.save_for_backward(grad_h, grad_w)
         ctx.dtypes = (h.dtype, weight.dtype)
+        ctx.tied = tied
         return loss
 
     @staticmethod
@@ -109,15 +112,57 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
         grad_h = None if grad_h is None else scaled(grad_h, h_dtype)
         grad_w = None if grad_w is None else scaled(grad_w, w_dtype)
-        return grad_h, grad_w, None, None, None, None, None
+        if ctx.tied is not None and grad_w is not None:  # handed to tied_embedding's backward, which runs later
+            ctx.tied["grad_weight"], grad_w = grad_w, None
+        return grad_h, grad_w, None, None, None, None, None, None
+
+
+class _TiedEmbedding(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, weight, tokens, padding_idx: int, tied: dict):
+        ctx.save_for_backward(tokens)
+        ctx.padding_idx, ctx.tied, ctx.num_weights = padding_idx, tied, weight.size(0)
+        return F.embedding(tokens, weight, padding_idx)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (tokens,) = ctx.saved_tensors
+        rows, grad = tokens.reshape(-1), grad.reshape(-1, grad.size(-1))
+        grad_w = ctx.tied.pop("grad_weight", None)
+        if grad_w is None:  # the loss was not differentiated: the embedding's own gradient alone
+            grad_w = grad.new_zeros(ctx.num_weights, grad.size(1))
+        real = rows != ctx.padding_idx  # as F.embedding's backward, the pad row gets nothing
+        rows, grad = rows[real], grad[real]
+        # each token's rows summed in sequence order from zero, as embedding_dense_backward sums them, then added
+        # once: the values of (loss gradient + dense embedding gradient) without the two [V, d] passes
+        unique, inverse = torch.unique(rows, return_inverse=True)
+        sums = grad.new_zeros(unique.numel(), grad.size(1)).index_add_(0, inverse, grad)
+        return grad_w.index_add_(0, unique, sums), None, None, None
+
+
+def tied_embedding(tokens: torch.Tensor, weight: torch.Tensor, padding_idx: int, tied: dict) -> torch.Tensor:
+    """F.embedding(tokens, weight, padding_idx) for a weight that `linear_cross_entropy(..., tied=tied)` also
+    projects with (BioGPT's tied embedding / output projection), in the same forward.
+
+    Its gradient is the same sum autograd forms (the loss's [V, d] weight gradient plus the lookup's), but the
+    loss hands its gradient over and the lookup adds only the rows of the tokens it saw: no zero-filled [V, d]
+    embedding gradient and no [V, d] addition (small preset, fp32, CPU: ~9 ms of a ~2 s update, profiled in round7.md).
+    The values are the same (tested); a -0.0 entry of the loss gradient keeps its sign where autograd's
+    addition would give +0.0. The loss's backward runs first (the lookup feeds everything the loss sees).
+    The loss's saved gradient is added to in place: backward through a retained graph a second time fails with
+    autograd's "modified by an inplace operation" error rather than reusing a changed tensor.
+    """
+    return _TiedEmbedding.apply(weight, tokens, padding_idx, tied)
 
 
 def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, ignore_index: int,
-                         chunk_logits: int | None = None) -> torch.Tensor:
+                         chunk_logits: int | None = None, tied: dict | None = None) -> torch.Tensor:
     """sum(cross_entropy(h @ weight.T, target, ignore_index)) for h [..., d], weight [V, d], target [...].
 
     Equals `F.cross_entropy(F.linear(h, weight).float().view(-1, V), target.view(-1), ignore_index=...,
     reduction="sum")` (to fp32 rounding), and autocast's bf16/fp16 matmuls when called under autocast.
+    `tied`: the dict given to `tied_embedding` for the same weight in this forward; the weight's gradient then
+    comes out of the embedding lookup's backward.
     """
     h2, t = h.reshape(-1, h.size(-1)), target.reshape(-1)
     if h2.size(0) != t.numel():
@@ -133,4 +178,4 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, target: torch.Te
     rows = max(1, -(-h2.size(0) // max(1, chunks)))
     grad = torch.is_grad_enabled()  # Function.forward always runs without grad: no gradients for validation
     with torch.autocast(h.device.type, enabled=False):
-        return _LinearCrossEntropy.apply(h2, weight, t, ignore_index, rows, dtype, grad)
+        return _LinearCrossEntropy.apply(h2, weight, t, ignore_index, rows, dtype, grad, tied)
