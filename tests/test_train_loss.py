@@ -127,6 +127,15 @@ def test_tied_embedding_gradient_equals_autograds_sum(grad_loss):
     assert all(torch.equal(a, b) for a, b in zip(tied, plain))
     assert dec.embed_tokens.weight.grad[PAD].abs().sum() > 0  # the pad row's gradient is the loss's alone
     assert torch.equal(tied[0][PAD], plain[0][PAD])
+    loss = model(tokens, target=target)  # a retained graph: saved tensors are never changed silently
+    loss.backward(torch.tensor(grad_loss), retain_graph=True)
+    if grad_loss == 1.0:  # the handed gradient is the saved one: autograd's in-place check refuses a second pass
+        with pytest.raises(RuntimeError, match="inplace operation"):
+            loss.backward(torch.tensor(grad_loss))
+    else:
+        model.zero_grad(set_to_none=True)
+        loss.backward(torch.tensor(grad_loss))
+        assert all(torch.equal(p.grad, a) for p, a in zip(model.parameters(), tied))
     with torch.no_grad():  # no gradient: the plain lookup
         assert torch.equal(model(tokens, target=target), linear_cross_entropy(
             model(tokens, features_only=True), dec.output_projection.weight, target, PAD))

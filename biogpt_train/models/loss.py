@@ -149,8 +149,9 @@ def tied_embedding(tokens: torch.Tensor, weight: torch.Tensor, padding_idx: int,
     embedding gradient and no [V, d] addition (small preset, fp32, CPU: ~9 ms of a ~2 s update, profiled in round7.md).
     The values are the same (tested); a -0.0 entry of the loss gradient keeps its sign where autograd's
     addition would give +0.0. The loss's backward runs first (the lookup feeds everything the loss sees).
-    The loss's saved gradient is added to in place: backward through a retained graph a second time fails with
-    autograd's "modified by an inplace operation" error rather than reusing a changed tensor.
+    With d loss = 1 (the trainer's) the handed gradient is the loss's saved tensor, added to in place: a second
+    backward through a retained graph then fails with autograd's "modified by an inplace operation" error instead
+    of reusing a changed tensor (with any other incoming gradient it runs and gives the same gradients; tested).
     """
     return _TiedEmbedding.apply(weight, tokens, padding_idx, tied)
 
