@@ -194,6 +194,34 @@ def test_prefix_goes_through_the_cache_once_then_one_token_per_step(model):
     assert len(shapes) == 1 + 12 - 2  # then one step per remaining position (the last one scores </s>)
 
 
+def count_forwards(model, fn):
+    calls = []
+    handle = model.register_forward_pre_hook(lambda mod, args, kwargs: calls.append(args[0].shape), with_kwargs=True)
+    try:
+        return fn(), len(calls)
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(sampling=True, seed=3), dict(sampling=True, topk=5, seed=3)])
+def test_tokens_only_decoding_skips_the_pass_that_only_scores_the_forced_eos(model, kwargs):
+    # 12 positions, 2 shared by the prefixes: the prefill, then 9 steps that choose tokens; the 10th forward would
+    # only score the </s> forced at the limit, which generate() does not return
+    prefixes = [[5, 6, 7, 8], [9, 10]]
+    nbest, with_score = count_forwards(model, lambda: generate_nbest(model, prefixes, max_len_b=12, min_len=12,
+                                                                     **kwargs))
+    tokens, without = count_forwards(model, lambda: generate(model, prefixes, max_len_b=12, min_len=12, **kwargs))
+    assert (with_score, without) == (1 + 12 - 2, 1 + 12 - 2 - 1)
+    assert tokens == [h[0].tokens for h in nbest] and all(len(t) == 12 for t in tokens)
+    # hypotheses that end before the limit keep their score; those cut at it get NaN without the scoring pass
+    mixed = generate_nbest(model, PREFIXES, max_len_b=9, scores=False, **kwargs)
+    full = generate_nbest(model, PREFIXES, max_len_b=9, **kwargs)
+    assert [h[0].tokens for h in mixed] == [h[0].tokens for h in full]
+    for m, f in zip(mixed, full):
+        assert math.isnan(m[0].score) if len(f[0].tokens) == 9 else m[0].score == f[0].score
+    assert any(len(f[0].tokens) < 9 for f in full) and any(len(f[0].tokens) == 9 for f in full)
+
+
 # --- constraints ---------------------------------------------------------------------------------------------------
 def test_prefix_is_forced_and_returned(model):
     for prefix, hyp in zip(PREFIXES, generate(model, PREFIXES, beam=2, max_len_b=30)):

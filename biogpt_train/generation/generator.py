@@ -41,6 +41,7 @@ step by step, which is exact because sequences contain no pads. Finished sentenc
 from __future__ import annotations
 
 import logging
+import math
 from typing import List, NamedTuple, Optional, Sequence
 
 import torch
@@ -56,7 +57,8 @@ _PREFILL_LOGITS_BUDGET = 1 << 25
 
 class Hypothesis(NamedTuple):
     tokens: List[int]  # prefix + generated tokens, without the leading and the final </s>
-    score: float  # sum of log-probs (prefix, generated tokens and </s>) / (len(tokens) + 1) ** lenpen
+    # sum of log-probs (prefix, generated tokens and </s>) / (len(tokens) + 1) ** lenpen; NaN under scores=False
+    score: float
 
 
 def generate(model, prefixes: Sequence[Sequence[int]], **options) -> List[List[int]]:
@@ -64,7 +66,7 @@ def generate(model, prefixes: Sequence[Sequence[int]], **options) -> List[List[i
 
     ``options`` are ``generate_nbest``'s (beam, max_len_b, min_len, lenpen, sampling, ...); they are listed once,
     there, so the two entry points cannot drift apart."""
-    return [hyps[0].tokens for hyps in generate_nbest(model, prefixes, **options)]
+    return [hyps[0].tokens for hyps in generate_nbest(model, prefixes, scores=False, **options)]
 
 
 def generate_nbest(
@@ -87,6 +89,7 @@ def generate_nbest(
     eos: int = 2,
     pad: int = 1,
     bos: Optional[int] = None,
+    scores: bool = True,
 ) -> List[List[Hypothesis]]:
     """Like ``generate`` but returns every finished hypothesis per prefix with its score, best first
     (up to ``beam`` of them; exactly one for greedy and sampling). Decoding reads ``bos`` first: None is ``eos``
@@ -94,7 +97,11 @@ def generate_nbest(
 
     ``fast_kernels``: run the model's linear layers through prepacked oneDNN kernels (CPU, float32; faster for
     several rows per step: batches, beams). They sum in another order than the default kernels, so tokens may
-    differ in near-ties; off by default (generation/kernels.py, docs/FIDELITY.md)."""
+    differ in near-ties; off by default (generation/kernels.py, docs/FIDELITY.md).
+
+    ``scores=False`` (what ``generate`` passes): greedy and sampling then skip the forward pass that only scores
+    the forced final ``</s>`` of a hypothesis cut at the length limit (its tokens are known by then); such a
+    hypothesis gets score NaN. The tokens are the same either way; beam search always scores (it ranks)."""
     vocab_size = model.cfg.vocab_size
     prefixes = [_check_prefix(i, p, vocab_size, eos, pad) for i, p in enumerate(prefixes)]
     _check_options(beam, max_len_b, min_len, no_repeat_ngram_size, sampling, temperature, topk, topp, vocab_size)
@@ -131,7 +138,7 @@ def generate_nbest(
                         generator.seed()  # non-deterministic, without touching the global RNG
                     else:
                         generator.manual_seed(seed)
-                return search.single(sampling, topk, topp, generator, greedy_tiebreak == "fairseq")
+                return search.single(sampling, topk, topp, generator, greedy_tiebreak == "fairseq", scores)
             return search.beam(beam)
     finally:
         model.train(was_training)
@@ -246,7 +253,8 @@ class _Search:
         return cum / length**self.lenpen
 
     # -- greedy / sampling ----------------------------------------------------------------------------------
-    def single(self, sampling, topk, topp, generator, cumulative: bool = True) -> List[List[Hypothesis]]:
+    def single(self, sampling, topk, topp, generator, cumulative: bool = True,
+               final_score: bool = True) -> List[List[Hypothesis]]:
         cache, tokens, lprobs, score = self.prefill()
         sents = torch.arange(len(self.prefixes), device=self.device)  # sentence of each live row
         out: List[Optional[List[Hypothesis]]] = [None] * len(self.prefixes)
@@ -277,6 +285,10 @@ class _Search:
                 cache.reorder(keep)
             tokens[:, step + 1] = nxt
             step += 1
+            if step >= self.max_len and not final_score:  # only </s> is left; a forward pass would just score it
+                for row, sent in enumerate(sents.tolist()):
+                    out[sent] = [Hypothesis(tokens[row, 1 : step + 1].tolist(), math.nan)]
+                break
             lprobs = self.lprobs(self.model(nxt.unsqueeze(1), cache=cache)[:, -1])
         return out
 
