@@ -123,9 +123,15 @@ def run(quick: bool = False) -> str:
     try:
         for name, cfg, new, reps in [TINY] + ([] if quick else [SMALL, BIOGPT]):
             rows += bench(name, cfg, new, reps, device)
+        if device.type == "cpu" and threads > 1 and not quick:  # what generate() gets in a default process
+            torch.set_num_threads(threads)
+            name, cfg, new, reps = SMALL
+            rows += bench(f"{name}, {threads} threads", cfg, new, reps, device)
     finally:
         torch.set_num_threads(threads)
-    where = torch.cuda.get_device_name() if device.type == "cuda" else "CPU, 1 thread"
+    where = torch.cuda.get_device_name() if device.type == "cuda" else (
+        "CPU, 1 thread" + (f" (the small preset again at this process's {threads} threads, as a default "
+                           "process decodes)" if threads > 1 and not quick else ""))
     return "\n".join([
         "## decoding: tokens/s vs transformers generate",
         "",
