@@ -181,26 +181,23 @@ def test_batched_equals_unbatched(model, kwargs):
         assert_same_nbest(hyps, generate_nbest(model, [prefix], **kwargs)[0])
 
 
-def test_prefix_goes_through_the_cache_once_then_one_token_per_step(model):
+def forward_shapes(model, fn):
+    """(fn(), the token shapes of every model forward it made)."""
     shapes = []
     handle = model.register_forward_pre_hook(lambda mod, args, kwargs: shapes.append(tuple(args[0].shape)),
                                              with_kwargs=True)
     try:
-        generate(model, [[5, 6, 7, 8], [9, 10]], beam=2, max_len_b=12, min_len=12)
+        return fn(), shapes
     finally:
         handle.remove()
+
+
+def test_prefix_goes_through_the_cache_once_then_one_token_per_step(model):
+    _, shapes = forward_shapes(model, lambda: generate(model, [[5, 6, 7, 8], [9, 10]], beam=2, max_len_b=12,
+                                                       min_len=12))
     assert shapes[0] == (2, 3)  # [</s>] + the 2 positions both prefixes share, one pass
     assert all(s[1] == 1 for s in shapes[1:])
     assert len(shapes) == 1 + 12 - 2  # then one step per remaining position (the last one scores </s>)
-
-
-def count_forwards(model, fn):
-    calls = []
-    handle = model.register_forward_pre_hook(lambda mod, args, kwargs: calls.append(args[0].shape), with_kwargs=True)
-    try:
-        return fn(), len(calls)
-    finally:
-        handle.remove()
 
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(sampling=True, seed=3), dict(sampling=True, topk=5, seed=3)])
@@ -208,10 +205,10 @@ def test_tokens_only_decoding_skips_the_pass_that_only_scores_the_forced_eos(mod
     # 12 positions, 2 shared by the prefixes: the prefill, then 9 steps that choose tokens; the 10th forward would
     # only score the </s> forced at the limit, which generate() does not return
     prefixes = [[5, 6, 7, 8], [9, 10]]
-    nbest, with_score = count_forwards(model, lambda: generate_nbest(model, prefixes, max_len_b=12, min_len=12,
+    nbest, with_score = forward_shapes(model, lambda: generate_nbest(model, prefixes, max_len_b=12, min_len=12,
                                                                      **kwargs))
-    tokens, without = count_forwards(model, lambda: generate(model, prefixes, max_len_b=12, min_len=12, **kwargs))
-    assert (with_score, without) == (1 + 12 - 2, 1 + 12 - 2 - 1)
+    tokens, without = forward_shapes(model, lambda: generate(model, prefixes, max_len_b=12, min_len=12, **kwargs))
+    assert (len(with_score), len(without)) == (1 + 12 - 2, 1 + 12 - 2 - 1)
     assert tokens == [h[0].tokens for h in nbest] and all(len(t) == 12 for t in tokens)
     # hypotheses that end before the limit keep their score; those cut at it get NaN without the scoring pass
     mixed = generate_nbest(model, PREFIXES, max_len_b=9, scores=False, **kwargs)

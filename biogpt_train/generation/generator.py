@@ -99,9 +99,9 @@ def generate_nbest(
     several rows per step: batches, beams). They sum in another order than the default kernels, so tokens may
     differ in near-ties; off by default (generation/kernels.py, docs/FIDELITY.md).
 
-    ``scores=False`` (what ``generate`` passes): greedy and sampling then skip the forward pass that only scores
-    the forced final ``</s>`` of a hypothesis cut at the length limit (its tokens are known by then); such a
-    hypothesis gets score NaN. The tokens are the same either way; beam search always scores (it ranks)."""
+    ``scores=False`` (what ``generate`` passes): greedy and sampling skip the forward pass that would only score
+    the ``</s>`` forced at the length limit (the tokens are known by then), and the hypotheses it would have scored
+    get score NaN. The tokens are the same either way; beam search always scores (it ranks by score)."""
     vocab_size = model.cfg.vocab_size
     prefixes = [_check_prefix(i, p, vocab_size, eos, pad) for i, p in enumerate(prefixes)]
     _check_options(beam, max_len_b, min_len, no_repeat_ngram_size, sampling, temperature, topk, topp, vocab_size)
