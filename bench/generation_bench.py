@@ -120,10 +120,11 @@ def run(quick: bool = False) -> str:
         # one decoding step is many tiny ops: on a shared CPU, intra-op threads mostly add contention
         torch.set_num_threads(1)
     rows = []
+    all_threads = device.type == "cpu" and threads > 1 and not quick  # what generate() gets in a default process
     try:
         for name, cfg, new, reps in [TINY] + ([] if quick else [SMALL, BIOGPT]):
             rows += bench(name, cfg, new, reps, device)
-        if device.type == "cpu" and threads > 1 and not quick:  # what generate() gets in a default process
+        if all_threads:
             torch.set_num_threads(threads)
             name, cfg, new, reps = SMALL
             rows += bench(f"{name}, {threads} threads", cfg, new, reps, device)
@@ -131,7 +132,7 @@ def run(quick: bool = False) -> str:
         torch.set_num_threads(threads)
     where = torch.cuda.get_device_name() if device.type == "cuda" else (
         "CPU, 1 thread" + (f" (the small preset again at this process's {threads} threads, as a default "
-                           "process decodes)" if threads > 1 and not quick else ""))
+                           "process decodes)" if all_threads else ""))
     return "\n".join([
         "## decoding: tokens/s vs transformers generate",
         "",

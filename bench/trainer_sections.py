@@ -4,10 +4,10 @@
 
 Ours: the pieces of `Trainer.train_step` (body forward, fused projection + CE with its gradients, backward,
 normalisation + norm, optimizer; the body and the loss called apart, so without the tied-gradient hand-off of
-`model(tokens, target=)`, models/loss.py tied_embedding); HF: BioGptForCausalLM body, output projection + CE, backward, the same
-normalisation, torch.optim.AdamW. 1 thread: process CPU time (not inflated by a contended core); more: wall time.
-Allocator per side as in trainer_bench (SAME_ALLOCATOR=1: both keep freed memory). Medians of REPS updates, the
-order alternating, after one warmup update each.
+`model(tokens, target=)`, models/loss.py tied_embedding); HF: BioGptForCausalLM body, output projection + CE,
+backward, the same normalisation, torch.optim.AdamW. 1 thread: process CPU time (not inflated by a contended
+core); more: wall time. Allocator per side as in trainer_bench (SAME_ALLOCATOR=1: both keep freed memory).
+Medians of REPS updates, the order alternating, after one warmup update each.
 """
 
 from __future__ import annotations
